@@ -1,0 +1,115 @@
+"""``OvercentricProcessor``: a structlog processor that tracks event dicts as events.
+
+Put it in a structlog processor chain; an event dict whose ``event`` names an event (SPEC §2)
+is handed to the client and returned untouched (or dropped from log output with
+``drop=True``). Fields bound with ``structlog.contextvars`` are picked up even when
+``merge_contextvars`` is not in the chain. structlog is imported only when it is needed, so
+this module (and ``overcentric_logging.OvercentricProcessor``) imports without it.
+
+A tracked dict is remembered in a thread-local so that an :class:`OvercentricHandler` further
+down the same pipeline (structlog routed into stdlib) recognises the record that carries it
+and does not send the event a second time; nothing is added to the event dict itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, Callable
+
+from .client import Client, own_or_shared
+from .context import get_bound
+from .mapping import RawEvent
+
+__all__ = ["OvercentricProcessor", "tracked_by_processor"]
+
+_marks = threading.local()
+
+
+def tracked_by_processor(record: Any, msg: Any) -> bool:
+    """Whether this stdlib record carries the event dict a processor just tracked."""
+    mark = getattr(_marks, "last", None)
+    if mark is None:
+        return False
+    tracked, name = mark
+    if msg is tracked:
+        _marks.last = None
+        return True  # ProcessorFormatter.wrap_for_formatter
+    if msg != name:
+        return False
+    # render_to_log_kwargs: the event dict itself became ``extra``.
+    attrs = record.__dict__
+    for key, value in tracked.items():
+        if attrs.get(key, attrs) is not value:
+            return False
+    _marks.last = None
+    return True
+
+
+def _structlog_contextvars() -> Callable[[], dict[str, Any]] | None:
+    module = sys.modules.get("structlog.contextvars")
+    if module is None:
+        try:
+            import structlog.contextvars as module
+        except ImportError:
+            return None
+    return getattr(module, "get_contextvars", None)
+
+
+class OvercentricProcessor:
+    """structlog processor: ``OvercentricProcessor(project_id, *, client=None, drop=False,
+    **options)``, with the same options as :class:`~overcentric_logging.Client`."""
+
+    def __init__(
+        self,
+        project_id: str | None = None,
+        *,
+        client: Client | None = None,
+        drop: bool = False,
+        **options: Any,
+    ) -> None:
+        self.client, self._owns_client = own_or_shared(
+            client, project_id, options, "OvercentricProcessor"
+        )
+        self._recognizer = self.client.recognizer
+        self._drop_exc: type[BaseException] | None = None
+        if drop:
+            try:
+                from structlog import DropEvent
+            except ImportError as exc:
+                raise ValueError("drop=True needs structlog installed") from exc
+            self._drop_exc = DropEvent
+        self._contextvars = _structlog_contextvars()
+
+    def __repr__(self) -> str:
+        return f"<OvercentricProcessor {self.client.config.endpoint}>"
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        try:
+            name = self._recognizer.match_fields(event_dict.get("event"), event_dict)
+            if name is None:
+                return event_dict
+            exc = event_dict.get("exc_info")
+            if exc is True:
+                exc = sys.exc_info()
+            extra_bound = None
+            if self._contextvars is not None:
+                extra_bound = self._contextvars()
+            self.client.submit(
+                RawEvent(name, dict(event_dict), get_bound(), "dict", exc, extra_bound)
+            )
+            _marks.last = (event_dict, name)
+        except Exception:
+            return event_dict
+        if self._drop_exc is not None:
+            raise self._drop_exc
+        return event_dict
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.client.flush(timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self.client.stats()

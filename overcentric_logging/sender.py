@@ -1,0 +1,655 @@
+"""The sender: a bounded queue, background workers, one keep-alive pool, retries, outcomes.
+
+The caller's thread only calls :meth:`Sender.submit`, which appends to a ``deque`` under a
+lock held for a few operations and never does I/O. Worker threads (daemons, started lazily on
+the first event, growing with the backlog up to ``max_workers`` and shrinking back to one when
+idle) finish the mapping, encode JSON, POST one event per request over a single urllib3
+connection pool, and retry transient failures with exponential backoff and jitter; a 429 or a
+``Retry-After`` pauses the whole sender. Every event accepted by ``submit`` ends counted as
+``sent``, ``failed`` or ``dropped`` (``pending`` until then), and each loss is reported through
+``on_error`` and a rate-limited warning. The sender re-initialises itself in a forked child,
+bounds every wait, and at interpreter exit sends late events inline within the deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import heapq
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import urllib.request
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import urllib3
+
+from ._version import __version__
+from .config import Config, is_loopback
+from .diagnostics import RateLimiter, logger
+from .errors import EventDropped, EventRejected, RetriesExhausted
+from .mapping import PayloadError, RawEvent, build_payload
+from .schema import RESERVED_NAMES, closest_reserved
+from .values import encode
+
+__all__ = ["Sender", "capture_sinks", "live_senders", "sender_thread_idents"]
+
+IDLE_SECONDS = 5.0
+BODY_PREVIEW = 512
+
+# Threads that belong to a sender: records they emit are never events (no recursion).
+sender_thread_idents: set[int] = set()
+# Every sender alive in this process, for module-level flush(), testing capture and fork.
+live_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
+# While non-empty, events are mapped synchronously and appended here instead of being sent.
+capture_sinks: list[Callable[[dict[str, Any]], None]] = []
+
+_warner = RateLimiter()
+_typo_warned: set[str] = set()
+
+
+class _Item:
+    """One event on its way: the raw snapshot, then its encoded body, and its attempts."""
+
+    __slots__ = ("attempts", "body", "done", "first_try", "gen", "payload", "raw")
+
+    def __init__(self, raw: RawEvent, gen: int) -> None:
+        self.raw = raw
+        self.gen = gen
+        self.payload: dict[str, Any] | None = None
+        self.body: bytes | None = None
+        self.attempts = 0
+        self.first_try = 0.0
+        self.done = False
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Sender:
+    """Delivers events for one client. Thread-safe; see the module docstring."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"overcentric-logging/{__version__}",
+            **config.headers,
+        }
+        self._closed = False
+        self._reset_state()
+        live_senders.add(self)
+        parts = urlsplit(config.endpoint)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            _warner.warn(
+                "plain-http",
+                f"endpoint {config.endpoint!r} uses plain http to a non-loopback host; "
+                "events (and user emails) travel unencrypted",
+                once=True,
+            )
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        """(Re)build everything that must not cross a fork: locks, queues, pool, threads."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: deque[_Item] = deque()
+        self._delayed: list[tuple[float, int, _Item]] = []
+        self._seq = itertools.count()
+        self._inflight: set[_Item] = set()
+        self._inline = 0
+        self._workers = 0
+        self._idle = 0
+        self._paused_until = 0.0
+        self._gen = 0
+        self._unfinished: dict[int, int] = {}
+        self.tracked = 0
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.retries = 0
+        self.dropped_reasons: dict[str, int] = {}
+        self._unreported: dict[str, int] = {}
+        self._exit_deadline: float | None = None
+        self._threads_unavailable = False
+        self._http: urllib3.PoolManager | None = None
+        self._pool: Any = None
+        self._url = ""
+        self.process_id = str(uuid.uuid4())
+
+    def _after_fork(self) -> None:
+        # The parent still owns (and will send) what it had queued; the child starts empty.
+        self._reset_state()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            pending = (
+                len(self._queue) + len(self._delayed) + len(self._inflight) + self._inline
+            )
+            return {
+                "tracked": self.tracked,
+                "sent": self.sent,
+                "failed": self.failed,
+                "dropped": self.dropped,
+                "retries": self.retries,
+                "pending": pending,
+            }
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def submit(self, raw: RawEvent) -> None:
+        """Accept one event. Never blocks on I/O, never raises."""
+        try:
+            if self._pid != os.getpid():
+                self._after_fork()
+            if capture_sinks:
+                self._capture(raw)
+                return
+            if self.config.sync or self._exit_deadline is not None or self._threads_unavailable:
+                self._send_inline(raw)
+                return
+            start = False
+            with self._lock:
+                self.tracked += 1
+                if self._closed:
+                    self._drop_locked("closed")
+                    return
+                if len(self._queue) >= self.config.max_queue_size:
+                    self._drop_locked("queue_full")
+                    return
+                gen = self._gen
+                self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
+                self._queue.append(_Item(raw, gen))
+                if self._idle:
+                    self._cond.notify()
+                elif self._workers == 0:
+                    self._workers = 1
+                    start = True
+            if start:
+                self._start_worker()
+        except Exception:  # pragma: no cover - last line of defence for the caller
+            try:
+                logger.exception("overcentric_logging: internal error while accepting an event")
+            except Exception:
+                pass
+
+    def reject(self, reason: str) -> None:
+        """Count one event that an adapter refused (for example a closed handler)."""
+        with self._lock:
+            self.tracked += 1
+            self._drop_locked(reason)
+
+    def nudge(self) -> None:
+        """Wake the workers and report pending drops; never waits for delivery."""
+        with self._lock:
+            self._cond.notify_all()
+        self._report_drops()
+
+    def _drop_locked(self, reason: str, count: int = 1) -> None:
+        self.dropped += count
+        self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + count
+        self._unreported[reason] = self._unreported.get(reason, 0) + count
+
+    def _report_drops(self) -> None:
+        """Report drops counted in the caller's thread, from a thread where that is safe."""
+        if not self._unreported:
+            return
+        with self._lock:
+            pending, self._unreported = self._unreported, {}
+        for reason, count in pending.items():
+            error = EventDropped(reason, count)
+            _warner.warn(f"drop:{reason}", f"overcentric_logging: {error}")
+            self._call_on_error(None, error)
+
+    def _start_worker(self) -> None:
+        try:
+            thread = threading.Thread(
+                target=self._worker, name="overcentric-sender", daemon=True
+            )
+            thread.start()
+        except RuntimeError:
+            # Python 3.12+ refuses new threads at interpreter shutdown: send inline instead.
+            with self._lock:
+                self._workers -= 1
+                self._threads_unavailable = True
+            self._drain_inline()
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _next_item(self) -> _Item | None:
+        """Wait for work; ``None`` tells the calling worker to exit. Holds the lock."""
+        idle_since = time.monotonic()
+        while True:
+            if self._pid != os.getpid():
+                return None
+            now = time.monotonic()
+            delayed = self._delayed
+            while delayed and delayed[0][0] <= now:
+                # Retries go first: they are the oldest events.
+                self._queue.appendleft(heapq.heappop(delayed)[2])
+            wait: float | None = None
+            if self._paused_until > now:
+                wait = self._paused_until - now
+            elif self._queue:
+                return self._queue.popleft()
+            elif delayed:
+                wait = delayed[0][0] - now
+            if wait is None:
+                if self._closed and not self._inflight:
+                    return None
+                idle_for = now - idle_since
+                if idle_for >= IDLE_SECONDS and self._workers > 1:
+                    return None
+                wait = IDLE_SECONDS if self._workers == 1 else IDLE_SECONDS - idle_for
+            self._idle += 1
+            try:
+                self._cond.wait(max(wait, 0.001))
+            finally:
+                self._idle -= 1
+
+    def _worker(self) -> None:
+        ident = threading.get_ident()
+        sender_thread_idents.add(ident)
+        pid = self._pid
+        try:
+            while True:
+                self._report_drops()
+                spawn = False
+                with self._lock:
+                    item = self._next_item()
+                    if item is None:
+                        if self._pid == pid:
+                            self._workers -= 1
+                        return
+                    self._inflight.add(item)
+                    if self._queue and not self._idle and self._workers < self.config.max_workers:
+                        self._workers += 1
+                        spawn = True
+                if spawn:
+                    self._start_worker()
+                self._process(item)
+        finally:
+            sender_thread_idents.discard(ident)
+
+    def _process(self, item: _Item) -> None:
+        if item.body is None and not self._prepare(item):
+            return
+        if not item.attempts:
+            item.first_try = time.monotonic()
+        outcome = self._attempt(item)
+        if outcome is None:
+            return
+        delay, pause = outcome
+        with self._lock:
+            if item.done:
+                return
+            self.retries += 1
+            self._inflight.discard(item)
+            due = time.monotonic() + delay
+            if pause:
+                self._paused_until = max(self._paused_until, due)
+            heapq.heappush(self._delayed, (due, next(self._seq), item))
+            self._cond.notify()
+
+    def _prepare(self, item: _Item) -> bool:
+        """Finish the mapping and encode; on failure the item is finished as dropped/failed."""
+        config = self.config
+        raw = item.raw
+        try:
+            payload: dict[str, Any] | None = build_payload(
+                raw, config, self.process_id, _warner.warn
+            )
+        except PayloadError as exc:
+            self._finish(item, "dropped", EventDropped("invalid", detail=str(exc)))
+            return False
+        except Exception as exc:
+            self._finish(item, "dropped", EventDropped("invalid", detail=repr(exc)))
+            return False
+        assert payload is not None
+        name = payload["event"]["name"]
+        if (
+            name.startswith("$")
+            and name not in RESERVED_NAMES
+            and name not in _typo_warned
+            and len(_typo_warned) < 1000
+        ):
+            _typo_warned.add(name)
+            near = closest_reserved(name)
+            hint = f"; did you mean {near!r}?" if near else ""
+            _warner.warn(
+                f"typo:{name}",
+                f"event {name!r} starts with '$' but is not a reserved Overcentric name"
+                f"{hint} (it is sent anyway)",
+                once=True,
+            )
+        if config.before_send is not None:
+            original = payload
+            try:
+                payload = config.before_send(payload)
+            except Exception as exc:
+                # Sending what a privacy hook failed to scrub would be worse than losing it.
+                self._finish(item, "failed", exc, original)
+                return False
+            if payload is None:
+                self._finish(item, "dropped", EventDropped("before_send"), original)
+                return False
+        item.payload = payload
+        try:
+            body = encode(payload, config.max_event_bytes)
+        except Exception:
+            body = None
+        if body is None:
+            self._finish(
+                item,
+                "dropped",
+                EventDropped("too_large", detail=f"over max_event_bytes={config.max_event_bytes}"),
+                payload,
+            )
+            return False
+        item.body = body
+        return True
+
+    def _ensure_pool(self) -> None:
+        config = self.config
+        kw: dict[str, Any] = {"maxsize": config.max_workers, "block": False}
+        if config.ca_certs:
+            kw["ca_certs"] = config.ca_certs
+        parts = urlsplit(config.endpoint)
+        proxy = config.proxy
+        if proxy is None and not is_loopback(parts.hostname or ""):
+            proxies = urllib.request.getproxies()
+            candidate = proxies.get(parts.scheme)
+            if candidate and not urllib.request.proxy_bypass(parts.netloc):
+                proxy = candidate
+        if proxy:
+            self._http = urllib3.ProxyManager(proxy, **kw)
+            self._pool = self._http
+            self._url = config.endpoint
+        else:
+            self._pool = urllib3.connection_from_url(config.endpoint, **kw)
+            self._url = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout = urllib3.Timeout(total=config.timeout, connect=config.timeout)
+
+    def _post(self, body: bytes) -> tuple[int | None, bytes, str | None, str]:
+        """One POST. Returns (status, body preview, Retry-After, error text)."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._ensure_pool()
+        try:
+            resp = self._pool.urlopen(
+                "POST",
+                self._url,
+                body=body,
+                headers=self._headers,
+                retries=False,
+                redirect=False,
+                timeout=self._timeout,
+                assert_same_host=False,
+                preload_content=False,
+            )
+            try:
+                data = resp.read(BODY_PREVIEW, decode_content=False)
+                resp.drain_conn()
+            finally:
+                resp.release_conn()
+            return resp.status, data, resp.headers.get("Retry-After"), ""
+        except Exception as exc:
+            return None, b"", None, f"{type(exc).__name__}: {exc}"
+
+    def _attempt(self, item: _Item, deadline: float | None = None) -> tuple[float, bool] | None:
+        """POST once; finish the item, or return (delay, pause-everything) for a retry."""
+        assert item.body is not None
+        status, data, retry_after_raw, error = self._post(item.body)
+        item.attempts += 1
+        if status is not None and 200 <= status < 300:
+            self._finish(item, "sent")
+            return None
+        transient = status is None or status in (408, 429) or status >= 500
+        if not transient:
+            assert status is not None
+            self._finish(item, "failed", EventRejected(status, data))
+            return None
+        config = self.config
+        retry_after = _retry_after(retry_after_raw)
+        backoff = min(config.backoff_max, config.backoff_base * (2 ** (item.attempts - 1)))
+        delay = backoff * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        last = f"HTTP {status}" if status is not None else error
+        elapsed = time.monotonic() - item.first_try
+        limit = config.retry_budget
+        if deadline is not None:
+            limit = min(limit, deadline - item.first_try)
+        if item.attempts > config.max_retries or elapsed + delay > limit:
+            if status is not None:
+                last += f": {data[:BODY_PREVIEW].decode('utf-8', 'replace')!r}"
+            self._finish(item, "failed", RetriesExhausted(item.attempts, last, status))
+            return None
+        _warner.warn(
+            "transient",
+            f"overcentric_logging: delivery failed ({last}); retrying in {delay:.1f}s",
+        )
+        return delay, (status == 429 or retry_after is not None)
+
+    def _finish(
+        self,
+        item: _Item,
+        outcome: str,
+        error: BaseException | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            if item.done:
+                return
+            item.done = True
+            self._inflight.discard(item)
+            if outcome == "sent":
+                self.sent += 1
+            elif outcome == "failed":
+                self.failed += 1
+            else:
+                self.dropped += 1
+                reason = getattr(error, "reason", "dropped")
+                self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + 1
+            left = self._unfinished.get(item.gen, 1) - 1
+            if left:
+                self._unfinished[item.gen] = left
+            else:
+                self._unfinished.pop(item.gen, None)
+                self._cond.notify_all()
+        if error is not None:
+            if not isinstance(error, EventDropped) or error.reason != "before_send":
+                _warner.warn(f"lost:{outcome}", f"overcentric_logging: event {outcome}: {error}")
+            self._call_on_error(payload if payload is not None else item.payload, error)
+
+    def _call_on_error(self, payload: Mapping[str, Any] | None, error: BaseException) -> None:
+        callback = self.config.on_error
+        if callback is None:
+            return
+        try:
+            callback(payload, error)
+        except Exception:
+            _warner.warn("on_error", "overcentric_logging: the on_error callback raised")
+
+    # -- inline sending: sync=True, capture, interpreter exit -----------------------------
+
+    def _capture(self, raw: RawEvent) -> None:
+        item = _Item(raw, -1)
+        with self._lock:
+            self.tracked += 1
+            self._inline += 1
+            self._unfinished[-1] = self._unfinished.get(-1, 0) + 1
+        try:
+            if self._prepare(item):
+                assert item.body is not None
+                decoded = json.loads(item.body)
+                for sink in list(capture_sinks):
+                    sink(decoded)
+                self._finish(item, "sent")
+        finally:
+            with self._lock:
+                self._inline -= 1
+
+    def _send_inline(self, raw: RawEvent) -> None:
+        item = _Item(raw, -1)
+        with self._lock:
+            self.tracked += 1
+            if self._closed and self._exit_deadline is None:
+                self._drop_locked("closed")
+                return
+            self._inline += 1
+            self._unfinished[-1] = self._unfinished.get(-1, 0) + 1
+        try:
+            self._run_inline(item)
+        finally:
+            with self._lock:
+                self._inline -= 1
+        self._report_drops()
+
+    def _run_inline(self, item: _Item) -> None:
+        deadline = self._exit_deadline
+        if deadline is None and self._threads_unavailable:
+            deadline = time.monotonic() + self.config.shutdown_timeout
+        if deadline is not None and time.monotonic() >= deadline:
+            self._finish(item, "dropped", EventDropped("shutdown", detail="exit deadline passed"))
+            return
+        if not self._prepare(item):
+            return
+        item.first_try = time.monotonic()
+        while True:
+            outcome = self._attempt(item, deadline)
+            if outcome is None:
+                return
+            with self._lock:
+                self.retries += 1
+            time.sleep(outcome[0])
+
+    def _drain_inline(self) -> None:
+        """Send what is queued from this thread (no threads can be started)."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+                self._inflight.add(item)
+            self._run_inline(item)
+
+    # -- flush / close / exit -------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far is sent or has failed (or been dropped)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._report_drops()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            target = self._gen
+            self._gen += 1
+            self._cond.notify_all()
+            while any(gen <= target for gen in self._unfinished):
+                if self._workers == 0 and (self._queue or self._delayed):
+                    # Nobody would ever take them (threads unavailable or all exited).
+                    break
+                if deadline is None:
+                    self._cond.wait(1.0)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 1.0))
+            done = not any(gen <= target for gen in self._unfinished)
+        if not done and self._workers == 0 and self._queue:
+            self._drain_inline()
+            with self._lock:
+                done = not any(gen <= target for gen in self._unfinished)
+        self._report_drops()
+        return done
+
+    def close(self, timeout: float | None = None, *, wait: bool = True) -> bool:
+        """Stop intake; with ``wait``, flush within ``timeout`` and drop what is left."""
+        with self._lock:
+            already = self._closed
+            self._closed = True
+            self._cond.notify_all()
+        if not wait:
+            return not already
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        ok = self.flush(timeout)
+        if not ok:
+            self._abandon("shutdown")
+        return ok
+
+    def _abandon(self, reason: str) -> None:
+        """Count everything still pending as dropped and report it once."""
+        with self._lock:
+            items = list(self._queue) + [d[2] for d in self._delayed] + list(self._inflight)
+            self._queue.clear()
+            self._delayed.clear()
+        lost = 0
+        for item in items:
+            with self._lock:
+                if item.done:
+                    continue
+            lost += 1
+            self._finish_quietly(item, reason)
+        if lost:
+            error = EventDropped(reason, lost, "not delivered within shutdown_timeout")
+            _warner.warn(f"abandon:{reason}", f"overcentric_logging: {error}")
+            self._call_on_error(None, error)
+
+    def _finish_quietly(self, item: _Item, reason: str) -> None:
+        with self._lock:
+            if item.done:
+                return
+            item.done = True
+            self._inflight.discard(item)
+            self.dropped += 1
+            self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + 1
+            left = self._unfinished.get(item.gen, 1) - 1
+            if left:
+                self._unfinished[item.gen] = left
+            else:
+                self._unfinished.pop(item.gen, None)
+            self._cond.notify_all()
+
+    def at_exit(self) -> None:
+        """Interpreter exit: flush within ``shutdown_timeout``; late events go inline."""
+        if self._pid != os.getpid():
+            return
+        timeout = self.config.shutdown_timeout
+        self._exit_deadline = time.monotonic() + timeout
+        if not self.flush(timeout):
+            self._abandon("shutdown")
+
+
+def _after_fork_in_child() -> None:
+    for sender in list(live_senders):
+        sender._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
