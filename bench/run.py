@@ -37,18 +37,29 @@ DELIVERING = OC + PEERS
 
 FULL: dict[str, Any] = {
     "repeats": 5,
-    "caller": {"systems": [*OC, "structlog_floor", *PEERS], "n": 1000, "blocks": 7,
-               "floor_n": 4000},
+    "caller": {
+        "systems": [*OC, "structlog_floor", *PEERS],
+        "n": 1000,
+        "blocks": 7,
+        "floor_n": 4000,
+    },
     "burst0": {"systems": [*DELIVERING, "urllib3_loop", "httpclient_loop"], "n": 5000},
     "burst20": {"systems": DELIVERING, "n": 5000, "sequential_n": 250, "drain_n": 2000},
     "exit": {"systems": DELIVERING, "n": 1000, "cap_s": 15.0},
-    "memory": {"systems": [s for s in DELIVERING if s != "stdlib_http"], "n": 100_000,
-               "parallel": 2},
+    "memory": {
+        "systems": [s for s in DELIVERING if s != "stdlib_http"],
+        "n": 100_000,
+        "parallel": 2,
+    },
 }
 QUICK: dict[str, Any] = {
     "repeats": 1,
-    "caller": {"systems": ["oc_handler", "oc_processor", "oc_client", "stdlib_queue"],
-               "n": 200, "blocks": 3, "floor_n": 1000},
+    "caller": {
+        "systems": ["oc_handler", "oc_processor", "oc_client", "stdlib_queue"],
+        "n": 200,
+        "blocks": 3,
+        "floor_n": 1000,
+    },
     "burst0": {"systems": ["oc_handler", "oc_client", "httpclient_loop"], "n": 300},
     "burst20": {"systems": ["oc_client"], "n": 300, "sequential_n": 50, "drain_n": 200},
     "exit": {"systems": ["oc_handler"], "n": 50, "cap_s": 10.0},
@@ -59,8 +70,7 @@ QUICK: dict[str, Any] = {
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     # Loopback only: make sure no proxy setting can route a peer's request elsewhere.
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                "all_proxy"):
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(key, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env["PYTHONHASHSEED"] = "0"
@@ -72,7 +82,7 @@ def _env() -> dict[str, str]:
 def _parse_result(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            data: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+            data: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
             return data
     return None
 
@@ -93,16 +103,29 @@ class Harness:
             print(f"[{time.monotonic() - self.t_start:6.1f}s] {msg}", flush=True)
 
     def _args(self, mode: str, system: str, **kw: Any) -> str:
-        return json.dumps({"mode": mode, "system": system, "port": self.ctl.data_port,
-                           "control_port": self.ctl.control_port, **kw})
+        return json.dumps(
+            {
+                "mode": mode,
+                "system": system,
+                "port": self.ctl.data_port,
+                "control_port": self.ctl.control_port,
+                **kw,
+            }
+        )
 
-    def run_worker(self, mode: str, system: str, timeout: float, **kw: Any) -> dict[str, Any]:
+    def run_worker(self, mode: str, system: str, wall_timeout: float, **kw: Any) -> dict[str, Any]:
         cmd = [sys.executable, os.path.join(HERE, "worker.py"), self._args(mode, system, **kw)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env=_env(), stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=wall_timeout,
+                env=_env(),
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
+            return {"error": f"timed out after {wall_timeout:.0f} s"}
         res = _parse_result(proc.stdout)
         if res is None:
             res = {"error": f"exit {proc.returncode}: {_tail(proc.stderr) or 'no result'}"}
@@ -110,15 +133,27 @@ class Harness:
 
     def start_worker(self, mode: str, system: str, **kw: Any) -> subprocess.Popen[str]:
         cmd = [sys.executable, os.path.join(HERE, "worker.py"), self._args(mode, system, **kw)]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=_env(), stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+        )
 
     def run_exit(self, system: str, n: int, cap: float) -> dict[str, Any]:
         """Time from 'events logged' to process exit, with the sink down."""
         cmd = [sys.executable, os.path.join(HERE, "worker.py"), self._args("exit", system, n=n)]
         with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                    env=_env(), stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=_env(),
+                stdin=subprocess.DEVNULL,
+            )
             assert proc.stdout is not None
             logged: float | None = None
             deadline = time.monotonic() + 60.0
@@ -130,7 +165,7 @@ class Harness:
                 if not line:
                     break
                 if line.startswith(RESULT_PREFIX):
-                    logged = float(json.loads(line[len(RESULT_PREFIX):])["logged_ts"])
+                    logged = float(json.loads(line[len(RESULT_PREFIX) :])["logged_ts"])
             if logged is None:
                 proc.kill()
                 proc.wait()
@@ -148,8 +183,12 @@ class Harness:
             proc.stdout.read()
             err.seek(0)
             stderr = err.read()
-        return {"exit_s": exited - logged, "killed": killed, "returncode": proc.returncode,
-                "stderr_tail": _tail(stderr, 300)}
+        return {
+            "exit_s": exited - logged,
+            "killed": killed,
+            "returncode": proc.returncode,
+            "stderr_tail": _tail(stderr, 300),
+        }
 
     # --- figures ------------------------------------------------------------------------
 
@@ -164,15 +203,17 @@ class Harness:
         self.ctl.config(0)
         out: dict[str, list[dict[str, Any]]] = {s: [] for s in cfg["systems"]}
         for r, s in self._rounds(cfg["systems"], repeats):
-            res = self.run_worker("caller", s, 180.0, n=cfg["n"], blocks=cfg["blocks"],
-                                  floor_n=cfg["floor_n"])
+            res = self.run_worker(
+                "caller", s, 180.0, n=cfg["n"], blocks=cfg["blocks"], floor_n=cfg["floor_n"]
+            )
             res["repeat"] = r
             out[s].append(res)
             self.log(f"caller  r{r} {s}: {_brief(res, 'event_ns', 'event_ratio', 'plain_ratio')}")
         return out
 
-    def burst(self, cfg: dict[str, Any], repeats: int, latency_ms: float
-              ) -> dict[str, list[dict[str, Any]]]:
+    def burst(
+        self, cfg: dict[str, Any], repeats: int, latency_ms: float
+    ) -> dict[str, list[dict[str, Any]]]:
         self.ctl.config(latency_ms)
         out: dict[str, list[dict[str, Any]]] = {s: [] for s in cfg["systems"]}
         for r, s in self._rounds(cfg["systems"], repeats):
@@ -184,8 +225,10 @@ class Harness:
             res = self.run_worker("burst", s, 240.0, **kw)
             res["repeat"] = r
             out[s].append(res)
-            self.log(f"burst{latency_ms:g} r{r} {s}: "
-                     f"{_brief(res, 'events_per_s', 'cpu_per_event_us', 'flush_s', 'lost')}")
+            self.log(
+                f"burst{latency_ms:g} r{r} {s}: "
+                f"{_brief(res, 'events_per_s', 'cpu_per_event_us', 'flush_s', 'lost')}"
+            )
         self.ctl.config(0)
         return out
 
@@ -197,8 +240,9 @@ class Harness:
             for r, s in self._rounds(cfg["systems"], repeats):
                 if capped.get(s, 0) >= 2:
                     # Two runs already hit the cap: the figure is known, save the minutes.
-                    out[s].append({"exit_s": cfg["cap_s"], "killed": True, "skipped": True,
-                                   "repeat": r})
+                    out[s].append(
+                        {"exit_s": cfg["cap_s"], "killed": True, "skipped": True, "repeat": r}
+                    )
                     continue
                 res = self.run_exit(s, cfg["n"], cfg["cap_s"])
                 res["repeat"] = r
@@ -217,13 +261,14 @@ class Harness:
         jobs = list(self._rounds(cfg["systems"], repeats))
         try:
             while jobs:
-                batch, jobs = jobs[: cfg["parallel"]], jobs[cfg["parallel"]:]
+                batch, jobs = jobs[: cfg["parallel"]], jobs[cfg["parallel"] :]
                 procs = [(r, s, self.start_worker("memory", s, n=cfg["n"])) for r, s in batch]
                 for r, s, proc in procs:
                     try:
                         stdout, stderr = proc.communicate(timeout=300)
                         res = _parse_result(stdout) or {
-                            "error": f"exit {proc.returncode}: {_tail(stderr)}"}
+                            "error": f"exit {proc.returncode}: {_tail(stderr)}"
+                        }
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.communicate()
@@ -253,12 +298,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="overcentric-logging vs peers benchmark")
     parser.add_argument("--quick", action="store_true", help="smoke run of a few seconds")
     parser.add_argument("--repeats", type=int, help="rounds per figure (default 5)")
-    parser.add_argument("--figures", default="caller,burst0,burst20,exit,memory",
-                        help="comma-separated subset of: caller,burst0,burst20,exit,memory")
+    parser.add_argument(
+        "--figures",
+        default="caller,burst0,burst20,exit,memory",
+        help="comma-separated subset of: caller,burst0,burst20,exit,memory",
+    )
     parser.add_argument("--systems", help="comma-separated subset of systems")
     parser.add_argument("--results", help="where to write the JSON results")
-    parser.add_argument("--no-report", action="store_true",
-                        help="do not write BENCHMARKS.md and charts")
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not write BENCHMARKS.md and charts"
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
 
@@ -272,13 +321,18 @@ def main() -> int:
         for fig in ("caller", "burst0", "burst20", "exit", "memory"):
             cfg[fig]["systems"] = [s for s in cfg[fig]["systems"] if s in keep]
     results_path = args.results or os.path.join(
-        HERE, "results-quick.json" if args.quick else "results.json")
+        HERE, "results-quick.json" if args.quick else "results.json"
+    )
 
     server = ServerProcess()
     h = Harness(server.control, verbose=not args.quiet)
-    data: dict[str, Any] = {"config": cfg, "repeats": repeats, "quick": args.quick,
-                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                            "loadavg_start": os.getloadavg()}
+    data: dict[str, Any] = {
+        "config": cfg,
+        "repeats": repeats,
+        "quick": args.quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_start": os.getloadavg(),
+    }
     try:
         figures = args.figures.split(",")
         if "caller" in figures:

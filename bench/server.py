@@ -60,7 +60,7 @@ def _count_otlp(body: bytes, content_type: str) -> int:
             for scope in res.get("scopeLogs", ())
         )
     # Imported lazily: the server must still start when the OTel extra is not installed.
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # type: ignore[import-untyped]
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
         ExportLogsServiceRequest,
     )
 
@@ -81,7 +81,7 @@ def count_events(path: str, headers: dict[str, str], body: bytes) -> tuple[int, 
     if path.startswith(OTLP_LOGS_PATH):
         return _count_otlp(body, headers.get("content-type", "")), True
     if path.startswith(LOGTAIL_PATH):
-        import msgpack
+        import msgpack  # type: ignore[import-untyped]
 
         items = msgpack.unpackb(body, raw=False)
         return (len(items) if isinstance(items, list) else 1), True
@@ -193,9 +193,7 @@ class _Sink:
                         headers[key.strip().lower()] = value.strip()
                 body = await self._read_body(reader, headers)
                 status, ctype, payload = await handle(method, target, headers, body)
-                close = (
-                    headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
-                )
+                close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
                 out = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
                     status,
                     _REASONS.get(status, b"OK"),
@@ -215,7 +213,7 @@ class _Sink:
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size_line = await reader.readuntil(b"\r\n")
                 size = int(size_line.split(b";")[0], 16)
@@ -300,7 +298,7 @@ class _Sink:
 async def _amain(port: int, control_port: int, ready: Callable[[int, int], None]) -> None:
     sink = _Sink(port, control_port)
     await sink.up()
-    assert sink.server is not None
+    assert isinstance(sink.server, asyncio.Server)
     sink.port = sink.server.sockets[0].getsockname()[1]
     control = await asyncio.start_server(sink.serve_control, HOST, control_port)
     ready(sink.port, control.sockets[0].getsockname()[1])
@@ -350,8 +348,15 @@ class ServerProcess:
 
     def __init__(self, port: int = 0, control_port: int = 0) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--port", str(port),
-             "--control-port", str(control_port), "--json"],
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--port",
+                str(port),
+                "--control-port",
+                str(control_port),
+                "--json",
+            ],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,

@@ -69,7 +69,7 @@ class Spec:
     label: str
     build: Callable[[str], Prepared]
     # Sends one request at a time in its own thread or in the caller's: 20 ms runs use fewer
-    # events for it, since 5,000 × 20 ms would take 100 s.
+    # events for it, since 5,000 x 20 ms would take 100 s.
     sequential: bool = False
     # Has a logging side (a non-event record makes sense for it).
     logging: bool = True
@@ -320,7 +320,7 @@ def build_posthog(base: str) -> Prepared:
 
 
 def build_segment(base: str) -> Prepared:
-    from segment.analytics import Client
+    from segment.analytics import Client  # type: ignore[import-untyped]
 
     seg = Client(write_key="bench_local", host=base)
     track = seg.track

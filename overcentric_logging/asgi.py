@@ -12,7 +12,6 @@ is left bound afterwards. ``lifespan`` and unknown scope types pass through unto
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Iterable, MutableMapping
 from typing import Any, Callable, Optional, Union
 
@@ -26,6 +25,7 @@ from .wsgi import (
     identity_fields,
     quote_path,
     quote_query,
+    report_hook_error,
     resolve_callable,
 )
 
@@ -38,8 +38,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # The hook may also be a coroutine function, for identities that need I/O (a session store).
 AsyncIdentifyHook = Callable[[Any], Awaitable[Optional[Any]]]
-
-_logger = logging.getLogger(__name__)
 
 
 def _header_lookup(scope: Scope) -> Callable[[str], str | None]:
@@ -125,11 +123,7 @@ class OvercentricMiddleware:
                 if inspect.isawaitable(result):
                     result = await result
             except Exception:
-                _logger.warning(
-                    "overcentric identify hook %r raised; no identity bound",
-                    self.identify,
-                    exc_info=True,
-                )
+                report_hook_error(self.identify, "raised", exc_info=True)
                 result = None
             fields.update(identity_fields(result, self.identify))
         return fields

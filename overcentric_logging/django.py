@@ -14,7 +14,6 @@ never when :mod:`overcentric_logging` itself is imported.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Callable
 
@@ -30,12 +29,11 @@ from .wsgi import (
     RequestOptions,
     environ_fields,
     identity_fields,
+    report_hook_error,
     resolve_callable,
 )
 
 __all__ = ["OvercentricMiddleware", "default_identify"]
-
-_logger = logging.getLogger(__name__)
 
 _OPTION_DEFAULTS: Mapping[str, Any] = {
     "device_header": DEFAULT_DEVICE_HEADER,
@@ -153,8 +151,7 @@ class OvercentricMiddleware:
                     close()
                 raise TypeError("an async identify hook needs Django running under ASGI")
         except Exception:
-            _logger.warning("overcentric identify hook %r raised; no identity bound",
-                            self.identify, exc_info=True)
+            report_hook_error(self.identify, "raised", exc_info=True)
             return {}
         return identity_fields(result, self.identify)
 
@@ -172,8 +169,7 @@ class OvercentricMiddleware:
                 # on the event loop thread.
                 result = await sync_to_async(hook)(request)
         except Exception:
-            _logger.warning("overcentric identify hook %r raised; no identity bound",
-                            hook, exc_info=True)
+            report_hook_error(hook, "raised", exc_info=True)
             return {}
         return identity_fields(result, hook)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -375,6 +376,10 @@ class Receiver:
                 pass
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     """Command line entry point of ``python -m overcentric_logging serve``."""
     parser = argparse.ArgumentParser(
@@ -404,7 +409,15 @@ def serve_main(argv: list[str] | None = None) -> int:
         print(f"warning: listening on {args.host}: this development receiver is reachable "
               "from other machines", file=sys.stderr)
     print(f"Listening on {receiver.url} — set OVERCENTRIC_ENDPOINT to that URL", flush=True)
-    receiver.serve_forever()
+    # A container or process manager stops us with SIGTERM: end as cleanly as on Ctrl-C.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        receiver.serve_forever()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     records = receiver.records
     rejected = sum(1 for r in records if not r.ok)
     print(f"Received {len(records)} event(s), {rejected} rejected.", flush=True)

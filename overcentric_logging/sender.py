@@ -48,8 +48,9 @@ BODY_PREVIEW = 512
 sender_thread_idents: set[int] = set()
 # Every sender alive in this process, for module-level flush(), testing capture and fork.
 live_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
-# While non-empty, events are mapped synchronously and appended here instead of being sent.
-capture_sinks: list[Callable[[dict[str, Any]], None]] = []
+# While non-empty, events are mapped synchronously and handed to these sinks instead of being
+# sent: (sender the sink is for, or None for every sender; callback receiving the decoded body).
+capture_sinks: list[tuple[Sender | None, Callable[[dict[str, Any]], None]]] = []
 
 _warner = RateLimiter()
 _typo_warned: set[str] = set()
@@ -163,8 +164,7 @@ class Sender:
         try:
             if self._pid != os.getpid():
                 self._after_fork()
-            if capture_sinks:
-                self._capture(raw)
+            if capture_sinks and self._capture(raw):
                 return
             if self.config.sync or self._exit_deadline is not None or self._threads_unavailable:
                 self._send_inline(raw)
@@ -495,7 +495,11 @@ class Sender:
 
     # -- inline sending: sync=True, capture, interpreter exit -----------------------------
 
-    def _capture(self, raw: RawEvent) -> None:
+    def _capture(self, raw: RawEvent) -> bool:
+        """Testing capture: map and encode now, hand the decoded body to the sinks."""
+        sinks = [cb for target, cb in capture_sinks if target is None or target is self]
+        if not sinks:
+            return False
         item = _Item(raw, -1)
         with self._lock:
             self.tracked += 1
@@ -505,12 +509,13 @@ class Sender:
             if self._prepare(item):
                 assert item.body is not None
                 decoded = json.loads(item.body)
-                for sink in list(capture_sinks):
+                for sink in sinks:
                     sink(decoded)
                 self._finish(item, "sent")
         finally:
             with self._lock:
                 self._inline -= 1
+        return True
 
     def _send_inline(self, raw: RawEvent) -> None:
         item = _Item(raw, -1)

@@ -272,7 +272,7 @@ def _repr(value: object) -> str:
     except Exception:
         pass
     try:
-        name = type(value).__qualname__
+        name = type(value).__name__
     except Exception:
         name = "object"
     return f"<unrepresentable {name}>"
@@ -466,9 +466,52 @@ def to_json_safe(
     not. Exceptions that are not :class:`Exception` (``KeyboardInterrupt``) still propagate.
     """
     try:
-        return _convert(value, deny, max_depth, filter_cards and deny is not None, max_items)
+        cards = filter_cards and deny is not None
+        if type(value) is dict and max_depth >= 1:
+            flat = _convert_flat(value, deny, cards)
+            if flat is not None:
+                return flat
+        return _convert(value, deny, max_depth, cards, max_items)
     except Exception:
         return {} if isinstance(value, dict) else _repr(value)
+
+
+def _convert_flat(
+    value: dict[Any, Any], deny: re.Pattern[str] | None, cards: bool
+) -> dict[str, Any] | None:
+    """Convert the common event: a dict of str keys and scalar values; ``None`` if it is not."""
+    if len(value) > 64:
+        return None
+    cache = _cache_for(deny) if deny is not None else None
+    out: dict[str, Any] = {}
+    for key, item in list(value.items()):
+        if type(key) is not str:
+            return None
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is None:
+                hit = _check_key(deny, cache, key)  # type: ignore[arg-type]
+            if hit:
+                out[key] = FILTERED
+                continue
+        item_type = type(item)
+        if item_type is str:
+            if (
+                cards
+                and _CARD_MIN_LEN <= len(item) <= _CARD_MAX_LEN
+                and looks_like_card_number(item)
+            ):
+                item = FILTERED
+        elif item_type is int:
+            if not -_INT_LIMIT <= item <= _INT_LIMIT:
+                return None
+        elif item_type is float:
+            if item - item != 0.0:  # NaN and ±inf
+                item = None
+        elif item is not None and item_type is not bool:
+            return None
+        out[key] = item
+    return out
 
 
 def _convert(
@@ -619,9 +662,24 @@ def _collect_strings(root: Any) -> list[tuple[Any, Any, str]]:
     return found
 
 
-def _cut(text: str, keep_bytes: int) -> str:
-    head = text.encode("utf-8", errors="replace")[: max(keep_bytes, 0)]
-    return head.decode("utf-8", errors="ignore") + TRUNCATION_SUFFIX
+def _cut(text: str, target: int) -> tuple[str, int]:
+    """Shorten ``text`` so that its JSON (quotes, escapes, suffix) takes ``target`` bytes or less.
+
+    Returns the new string and its JSON size. Escapes make JSON size differ from UTF-8 size
+    (a control character takes 6 bytes), so the cut is scaled by the measured ratio.
+    """
+    raw = text.encode("utf-8", errors="replace")
+    overhead = _SUFFIX_SIZE + 2
+    keep = target - overhead
+    for _ in range(8):
+        if keep <= 0:
+            break
+        candidate = raw[:keep].decode("utf-8", errors="ignore") + TRUNCATION_SUFFIX
+        size = _size(candidate)
+        if size <= target:
+            return candidate, size
+        keep = min(keep - 1, keep * (target - overhead) // max(size - overhead, 1))
+    return TRUNCATION_SUFFIX, overhead
 
 
 def _water_level(sizes: list[int], excess: int) -> int:
@@ -666,8 +724,7 @@ def _trim(payload: dict[str, Any], max_bytes: int) -> bytes | None:
         level = max(_water_level(sizes, size - budget), floor)
         for index, (node, slot, original) in enumerate(leaves):
             if sizes[index] > level:
-                shorter = _cut(original, level - _SUFFIX_SIZE - 2)
-                new_size = _size(shorter)
+                shorter, new_size = _cut(original, level)
                 if new_size < sizes[index]:
                     node[slot] = shorter
                     size -= sizes[index] - new_size

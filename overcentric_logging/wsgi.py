@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Dict, Optional, Union
 from urllib.parse import quote
@@ -169,16 +170,36 @@ def resolve_callable(value: Any) -> Any:
     return obj
 
 
+# Weak, so a hook's identity is not confused with a later object's reused id().
+_hooks_reported: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def report_hook_error(hook: Any, problem: str, *, exc_info: bool = False) -> None:
+    """Warn about a failing identity hook once, then only at debug level.
+
+    A hook that fails does so on every request; a warning per request would bury the logs.
+    """
+    try:
+        first = hook not in _hooks_reported
+        _hooks_reported.add(hook)
+    except TypeError:  # not weak-referenceable: warn every time rather than never
+        first = True
+    _logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "overcentric identify hook %r %s; no identity bound for this request%s",
+        hook,
+        problem,
+        " (further failures are logged at DEBUG level)" if first else "",
+        exc_info=exc_info,
+    )
+
+
 def identity_fields(result: Any, hook: Any) -> dict[str, Any]:
     """Validate what an identity hook returned; junk is logged and ignored, never raised."""
     if result is None:
         return {}
     if not isinstance(result, Mapping):
-        _logger.warning(
-            "overcentric identify hook %r returned %s, not a mapping; ignored",
-            hook,
-            type(result).__name__,
-        )
+        report_hook_error(hook, f"returned {type(result).__name__}, not a mapping")
         return {}
     return {str(k): v for k, v in result.items() if v is not None}
 
@@ -190,8 +211,7 @@ def call_identify(hook: IdentifyHook | None, request: Any) -> dict[str, Any]:
     try:
         result = hook(request)
     except Exception:
-        _logger.warning("overcentric identify hook %r raised; no identity bound", hook,
-                        exc_info=True)
+        report_hook_error(hook, "raised", exc_info=True)
         return {}
     return identity_fields(result, hook)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable
 
@@ -210,6 +211,8 @@ def test_sync_and_async_identify_hooks() -> None:
 def test_identify_that_raises_does_not_break_the_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="overcentric_logging")
+
     async def broken(scope: Scope) -> dict[str, Any]:
         raise RuntimeError("auth backend down")
 
@@ -222,7 +225,9 @@ def test_streaming_response_keeps_fields_bound_until_the_last_chunk() -> None:
     seen_in_app: list[dict[str, Any]] = []
     seen_in_send: list[dict[str, Any]] = []
 
-    async def streaming(scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def streaming(
+        scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(3):
             await asyncio.sleep(0)

@@ -337,3 +337,15 @@ def test_concurrent_async_requests_do_not_see_each_others_ids() -> None:
             "hostname": "testserver",
         }
         assert seen == {"before": expected, "after": expected}
+
+
+def test_middleware_follows_the_mode_of_the_next_layer() -> None:
+    from asgiref.sync import iscoroutinefunction
+
+    from overcentric_logging.django import OvercentricMiddleware
+
+    async def async_next(request: Any) -> Any:
+        return None
+
+    assert iscoroutinefunction(OvercentricMiddleware(async_next))
+    assert not iscoroutinefunction(OvercentricMiddleware(lambda request: None))

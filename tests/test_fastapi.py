@@ -11,11 +11,13 @@ import pytest
 from overcentric_logging.asgi import OvercentricMiddleware
 from overcentric_logging.context import clear, get_bound
 
-fastapi = pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
-from fastapi import WebSocket  # noqa: E402
-from fastapi.responses import StreamingResponse  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+import fastapi
+import httpx
+from fastapi import WebSocket
+from fastapi.responses import StreamingResponse
+from fastapi.testclient import TestClient
 
 DEVICE = "3f2b8c1e-0d7a-4a55-9f44-6c0b2a1d9e01"
 SESSION = "a9c1d2e3-4b5f-4c6d-8e7f-001122334455"

@@ -10,8 +10,10 @@ import pytest
 
 from overcentric_logging.context import clear, get_bound
 
-flask = pytest.importorskip("flask")
-from overcentric_logging.flask import Overcentric  # noqa: E402
+pytest.importorskip("flask")
+import flask
+
+from overcentric_logging.flask import Overcentric
 
 DEVICE = "3f2b8c1e-0d7a-4a55-9f44-6c0b2a1d9e01"
 SESSION = "a9c1d2e3-4b5f-4c6d-8e7f-001122334455"

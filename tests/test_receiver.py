@@ -227,8 +227,9 @@ def test_serve_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> N
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
-def test_serve_main_end_to_end() -> None:
+@pytest.mark.skipif(sys.platform == "win32", reason="signal delivery differs on Windows")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_main_end_to_end(signum: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     code = "import sys; from overcentric_logging.receiver import serve_main; " \
            "sys.exit(serve_main(['--port', '0']))"
@@ -253,7 +254,7 @@ def test_serve_main_end_to_end() -> None:
                                retries=False, timeout=5.0)
         assert resp.status == 200
         assert lines.get(timeout=5.0).startswith("OK  $subscription_purchase  user=user_123")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         assert proc.wait(timeout=10.0) == 0
         assert lines.get(timeout=5.0).strip() == "Received 1 event(s), 0 rejected."
     finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import urllib.request
 import wsgiref.util
 from collections.abc import Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 import pytest
 
@@ -253,6 +254,8 @@ def test_identify_may_be_a_dotted_path() -> None:
 def test_identify_that_raises_or_returns_junk_does_not_break_the_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="overcentric_logging")
+
     def broken(environ: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("session store down")
 
@@ -309,7 +312,7 @@ def test_bind_request_lasts_into_the_streamed_body() -> None:
         return body()
 
     status, body = call(OvercentricMiddleware(app), make_environ())
-    assert body == b"x"
+    assert (status, body) == ("200 OK", b"x")
     assert seen[0]["user_id"] == "u9"
     assert seen[0]["hostname"] == "app.example.com"
     assert dict(get_bound()) == {}
@@ -422,3 +425,16 @@ def test_concurrent_requests_over_real_sockets_do_not_see_each_others_ids() -> N
         assert seen["before"] == expected
         assert seen["after"] == expected
         assert seen["body"] == expected
+
+
+def test_a_failing_hook_warns_once_then_logs_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="overcentric_logging")
+
+    def broken(environ: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("still down")
+
+    app = OvercentricMiddleware(echo_app, identify=broken)
+    for _ in range(3):
+        assert call(app, make_environ())[0] == "200 OK"
+    levels = [r.levelno for r in caplog.records if "still down" in (r.exc_text or "")]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
