@@ -473,16 +473,22 @@ class Sender:
                 self.dropped += 1
                 reason = getattr(error, "reason", "dropped")
                 self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + 1
-            left = self._unfinished.get(item.gen, 1) - 1
-            if left:
-                self._unfinished[item.gen] = left
-            else:
-                self._unfinished.pop(item.gen, None)
-                self._cond.notify_all()
-        if error is not None:
-            if not isinstance(error, EventDropped) or error.reason != "before_send":
-                _warner.warn(f"lost:{outcome}", f"overcentric_logging: event {outcome}: {error}")
-            self._call_on_error(payload if payload is not None else item.payload, error)
+        try:
+            if error is not None:
+                if not isinstance(error, EventDropped) or error.reason != "before_send":
+                    _warner.warn(
+                        f"lost:{outcome}", f"overcentric_logging: event {outcome}: {error}"
+                    )
+                self._call_on_error(payload if payload is not None else item.payload, error)
+        finally:
+            # Only now may flush() return: a loss is reported before it counts as finished.
+            with self._lock:
+                left = self._unfinished.get(item.gen, 1) - 1
+                if left:
+                    self._unfinished[item.gen] = left
+                else:
+                    self._unfinished.pop(item.gen, None)
+                    self._cond.notify_all()
 
     def _call_on_error(self, payload: Mapping[str, Any] | None, error: BaseException) -> None:
         callback = self.config.on_error

@@ -618,6 +618,14 @@ def _size(value: Any) -> int:
     return len(_utf8(_ENCODER.encode(value)))
 
 
+_quote = json.encoder.encode_basestring  # the C escaper used when ensure_ascii is off
+
+
+def _str_size(text: str) -> int:
+    quoted = _quote(text)
+    return len(quoted) if quoted.isascii() else len(_utf8(quoted))
+
+
 def encode(payload: dict[str, Any], max_bytes: int) -> bytes | None:
     """Serialise ``payload`` to compact UTF-8 JSON of at most ``max_bytes``; never raises.
 
@@ -675,7 +683,7 @@ def _cut(text: str, target: int) -> tuple[str, int]:
         if keep <= 0:
             break
         candidate = raw[:keep].decode("utf-8", errors="ignore") + TRUNCATION_SUFFIX
-        size = _size(candidate)
+        size = _str_size(candidate)
         if size <= target:
             return candidate, size
         keep = min(keep - 1, keep * (target - overhead) // max(size - overhead, 1))
@@ -712,29 +720,63 @@ def _trim(payload: dict[str, Any], max_bytes: int) -> bytes | None:
     budget = max_bytes - base + 2  # the room for the properties object, braces included
     work: dict[str, Any] = json.loads(_ENCODER.encode(props))  # private deep copy to edit
     size = _size(work)
-
-    # 1. Longest strings first: cap all of them at one common JSON size, found by
-    # water-filling; escapes make the estimate short at times, hence a few rounds.
-    leaves = _collect_strings(work)
-    sizes = [_size(text) for _, _, text in leaves]
     floor = _MIN_KEEP_BYTES + _SUFFIX_SIZE + 2
+
+    # Every string leaf, with the top-level property it belongs to, and what cutting it down
+    # to the floor could save in each property.
+    leaves: list[tuple[str, Any, Any, str]] = []
+    for key, item in work.items():
+        if type(item) is str:
+            leaves.append((key, work, key, item))
+        elif type(item) is dict or type(item) is list:
+            leaves.extend((key, node, slot, text) for node, slot, text in _collect_strings(item))
+    sizes = [_str_size(leaf[3]) for leaf in leaves]
+    capacity: dict[str, int] = {}
+    for leaf, leaf_size in zip(leaves, sizes):
+        if leaf_size > floor:
+            capacity[leaf[0]] = capacity.get(leaf[0], 0) + leaf_size - floor
+    entries = {key: [_size(key), _size(item)] for key, item in work.items()}
+
+    # 1. When cutting strings cannot make up the excess on its own, the values with the most
+    # bytes that cutting cannot remove (long lists of numbers, deep structures) become a marker
+    # first, so that strings elsewhere are not cut for nothing.
+    spare = sum(capacity.values())
+    if size - budget > spare:
+
+        def _rigid(key: str) -> int:
+            return entries[key][1] - capacity.get(key, 0)
+
+        for key in sorted(entries, key=_rigid, reverse=True):
+            if size - budget <= spare or _rigid(key) <= _TRUNC_MARKER_SIZE:
+                break
+            work[key] = TRUNCATED
+            size -= entries[key][1] - _TRUNC_MARKER_SIZE
+            entries[key][1] = _TRUNC_MARKER_SIZE
+            spare -= capacity.pop(key, 0)
+
+    # 2. Longest strings first: cap all of them at one common JSON size, found by
+    # water-filling; escapes make the estimate short at times, hence a few rounds.
+    live = [index for index, leaf in enumerate(leaves) if work.get(leaf[0]) is not TRUNCATED]
     for _ in range(4):
-        if size <= budget or not leaves:
+        if size <= budget or not live:
             break
-        level = max(_water_level(sizes, size - budget), floor)
-        for index, (node, slot, original) in enumerate(leaves):
+        level = max(_water_level([sizes[index] for index in live], size - budget), floor)
+        for index in live:
             if sizes[index] > level:
+                top, node, slot, original = leaves[index]
                 shorter, new_size = _cut(original, level)
                 if new_size < sizes[index]:
                     node[slot] = shorter
-                    size -= sizes[index] - new_size
+                    saved = sizes[index] - new_size
+                    size -= saved
+                    entries[top][1] -= saved
                     sizes[index] = new_size
         if level == floor:
             break
 
-    # 2. Largest values become a marker; 3. largest entries (huge keys) are removed.
+    # 3. Still too big: largest values become a marker, then the largest entries (huge keys)
+    # are removed.
     if size > budget:
-        entries = {key: (_size(key), _size(item)) for key, item in work.items()}
         for key in sorted(entries, key=lambda k: entries[k][1], reverse=True):
             if size <= budget:
                 break
@@ -742,7 +784,7 @@ def _trim(payload: dict[str, Any], max_bytes: int) -> bytes | None:
             if value_size > _TRUNC_MARKER_SIZE:
                 work[key] = TRUNCATED
                 size -= value_size - _TRUNC_MARKER_SIZE
-                entries[key] = (entries[key][0], _TRUNC_MARKER_SIZE)
+                entries[key][1] = _TRUNC_MARKER_SIZE
         for key in sorted(entries, key=lambda k: sum(entries[k]), reverse=True):
             if size <= budget:
                 break

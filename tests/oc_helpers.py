@@ -31,6 +31,7 @@ __all__ = [
     "delivered",
     "drop_before_send",
     "errors_seen",
+    "props",
     "record_error",
     "tag_before_send",
     "unique_logger_name",

@@ -60,15 +60,17 @@ def run_child(
     preamble: bool = True,
     env: dict[str, str] | None = None,
     executable: str | None = None,
+    prologue: str = "",
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (bounded by ``timeout``) with ``OC_URL`` set."""
+    """Run ``code`` in a fresh interpreter (bounded by ``timeout``) with ``OC_URL`` set;
+    ``prologue`` runs before the preamble imports the library."""
     url = server if isinstance(server, str) else server.url
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OVERCENTRIC_")}
     full_env["OC_URL"] = url
     full_env["PYTHONUNBUFFERED"] = "1"
     if env:
         full_env.update(env)
-    source = (PREAMBLE if preamble else "") + textwrap.dedent(code)
+    source = textwrap.dedent(prologue) + (PREAMBLE if preamble else "") + textwrap.dedent(code)
     return subprocess.run(
         [executable or sys.executable, "-c", source],
         capture_output=True,
