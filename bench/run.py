@@ -39,13 +39,13 @@ FULL: dict[str, Any] = {
     "repeats": 5,
     "caller": {
         "systems": [*OC, "structlog_floor", *PEERS],
-        "n": 1000,
-        "blocks": 7,
-        "floor_n": 4000,
+        "n": 600,
+        "blocks": 5,
+        "floor_n": 3000,
     },
     "burst0": {"systems": [*DELIVERING, "urllib3_loop", "httpclient_loop"], "n": 5000},
     "burst20": {"systems": DELIVERING, "n": 5000, "sequential_n": 250, "drain_n": 2000},
-    "exit": {"systems": DELIVERING, "n": 1000, "cap_s": 15.0},
+    "exit": {"systems": DELIVERING, "n": 1000, "cap_s": 12.0},
     "memory": {
         "systems": [s for s in DELIVERING if s != "stdlib_http"],
         "n": 100_000,

@@ -128,6 +128,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="build a logging config (JSON, YAML or INI) and list its Overcentric handlers",
     )
     check.add_argument("path", help="a dictConfig file (.json/.yaml/.yml) or a fileConfig .ini")
+
+    from .spool_cli import add_spool_arguments
+
+    add_spool_arguments(sub.add_parser(
+        "spool", help="show what a durable spool holds (counts, oldest, last errors); "
+        "--retry-failed re-queues failed events",
+    ))
     return parser
 
 
@@ -149,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .check_config import check_config_main
 
         return int(check_config_main(args.path))
+    if args.command == "spool":
+        from .spool_cli import spool_main
+
+        return spool_main(args=args)
     parser.print_help()
     return 2
 

@@ -78,6 +78,9 @@ class Config:
     ca_certs: str | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     spool_path: str | None = None
+    max_spool_bytes: int = 256 * 1024 * 1024
+    max_spool_events: int = 1_000_000
+    spool_sync: str = "normal"
 
     @property
     def masked_project_id(self) -> str:
@@ -127,7 +130,7 @@ def _number(value: object, key: str, *, minimum: float, integer: bool) -> Any:
         num = int(value) if integer else float(value)  # type: ignore[call-overload,arg-type]
         if integer and isinstance(value, float) and value != num:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(float("inf")) overflows
         kind = "an integer" if integer else "a number of seconds"
         raise ValueError(f"{key} must be {kind}, got {value!r}") from None
     if not integer and not math.isfinite(num):
@@ -220,7 +223,13 @@ def build_config(**kwargs: Any) -> Config:
     endpoint = _opt_str(kwargs.get("endpoint"), "endpoint") or _opt_str(
         env.get("OVERCENTRIC_ENDPOINT"), "OVERCENTRIC_ENDPOINT"
     )
-    out["endpoint"] = _endpoint(endpoint or DEFAULT_ENDPOINT)
+    try:
+        out["endpoint"] = _endpoint(endpoint or DEFAULT_ENDPOINT)
+    except ValueError as exc:
+        if _opt_str(kwargs.get("endpoint"), "endpoint"):
+            raise
+        raise ValueError(f"{exc} (taken from the environment variable OVERCENTRIC_ENDPOINT)"
+                         ) from None
 
     context = kwargs.get("context", "product")
     if context not in ("website", "product"):
@@ -232,6 +241,14 @@ def build_config(**kwargs: Any) -> Config:
     spool = kwargs.get("spool_path", env.get("OVERCENTRIC_SPOOL_PATH"))
     out["spool_path"] = _opt_str(os.fspath(spool) if isinstance(spool, os.PathLike) else spool,
                                  "spool_path")
+    for key, low in (("max_spool_bytes", 4096), ("max_spool_events", 1)):
+        if kwargs.get(key) is not None:
+            out[key] = _number(kwargs[key], key, minimum=low, integer=True)
+    spool_sync = kwargs.get("spool_sync")
+    if spool_sync is not None:
+        if not isinstance(spool_sync, str) or spool_sync.strip().lower() not in ("normal", "full"):
+            raise ValueError(f"spool_sync must be 'normal' or 'full', got {spool_sync!r}")
+        out["spool_sync"] = spool_sync.strip().lower()
 
     if "prefix" in kwargs:
         prefix = kwargs["prefix"]
@@ -255,7 +272,9 @@ def build_config(**kwargs: Any) -> Config:
     out["field_map"] = dict(field_map)
     out["exclude_keys"] = frozenset(_str_list(kwargs.get("exclude_keys"), "exclude_keys"))
 
-    ints: dict[str, float] = {"max_queue_size": 1, "max_workers": 1, "max_retries": 0, "max_event_bytes": 512}
+    ints: dict[str, float] = {
+        "max_queue_size": 1, "max_workers": 1, "max_retries": 0, "max_event_bytes": 512
+    }
     for key, minimum in ints.items():
         if kwargs.get(key) is not None:
             out[key] = _number(kwargs[key], key, minimum=minimum, integer=True)

@@ -55,10 +55,12 @@ class OvercentricHandler(logging.Handler):
         client: Client | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(level)
+        # Validate first: Handler.__init__ registers the handler with logging, whose
+        # shutdown/dictConfig would later trip over a half-built one.
         self.client, self._owns_client = own_or_shared(
             client, project_id, options, "OvercentricHandler"
         )
+        super().__init__(level)
         self._recognizer = self.client.recognizer
         self._closed = False
         self.addFilter(RejectOwnRecords())

@@ -66,8 +66,12 @@ STRUCTLOG_KEYS: frozenset[str] = frozenset(
         "process",
         "process_name",
         "task_name",
+        "qual_module",  # structlog >= 25: CallsiteParameter.QUAL_MODULE / QUAL_NAME
+        "qual_name",
     }
 )
+
+_RECORD_SKIP = LOG_RECORD_ATTRIBUTES | STRUCTLOG_KEYS
 
 EXCEPTION_TYPE_KEY = "exception_type"
 EXCEPTION_MESSAGE_KEY = "exception_message"
@@ -192,7 +196,8 @@ def _user_fields(raw: RawEvent, config: Config) -> dict[str, Any]:
     """The event's own fields, with reserved log/structlog keys removed and renames applied."""
     fields = raw.fields
     if raw.kind == "record":
-        skip: frozenset[str] = LOG_RECORD_ATTRIBUTES
+        # structlog's render_to_log_kwargs turns its bookkeeping keys into record attributes.
+        skip: frozenset[str] = _RECORD_SKIP
     elif raw.kind == "dict":
         skip = STRUCTLOG_KEYS
     else:
@@ -221,11 +226,20 @@ def build_payload(
     name = _event_name(raw.name)
     merged: dict[str, Any] = {}
     field_map = config.field_map
+    left_out = config.exclude_keys
     for layer in (raw.bound, raw.extra_bound):
         if layer:
             for key, value in layer.items():
-                merged[field_map.get(key, key)] = value
-    merged.update(_user_fields(raw, config))
+                if key not in left_out and key != config.name_key:
+                    merged[field_map.get(key, key)] = value
+    explicit = _user_fields(raw, config)
+    given = explicit.get("identity")
+    if isinstance(given, Mapping):
+        # An explicit identity dict beats bound identity fields for what it names.
+        named = {_IDENTITY_KEYS.get(k, k) for k, v in given.items() if v is not None}
+        for key in [k for k in merged if _IDENTITY_KEYS.get(k) in named]:
+            del merged[key]
+    merged.update(explicit)
 
     identity: dict[str, Any] = {}
     event: dict[str, Any] = {}

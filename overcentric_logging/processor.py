@@ -28,23 +28,51 @@ _marks = threading.local()
 
 
 def tracked_by_processor(record: Any, msg: Any) -> bool:
-    """Whether this stdlib record carries the event dict a processor just tracked."""
+    """Whether this stdlib record carries the event dict a processor just tracked.
+
+    The record carries it when its message is the tracked dict itself
+    (``wrap_for_formatter``), or a dict (a later processor copied it) or the ``event``
+    string (``render_to_log_kwargs``, where the other keys became record attributes) whose
+    fields are the tracked dict's, and it comes from the logger the processor saw.
+    """
     mark = getattr(_marks, "last", None)
     if mark is None:
         return False
-    tracked, name = mark
+    tracked, message, logger_name = mark
     if msg is tracked:
         _marks.last = None
         return True  # ProcessorFormatter.wrap_for_formatter
-    if msg != name:
+    if logger_name is not None and record.name != logger_name:
+        # A mark left by an event whose stdlib record was filtered out (by level, say)
+        # must not swallow a plain stdlib record from another logger.
         return False
-    # render_to_log_kwargs: the event dict itself became ``extra``.
-    attrs = record.__dict__
+    if isinstance(msg, dict):
+        fields: Any = msg  # wrap_for_formatter after a processor that returned a new dict
+        if msg.get("event") != message:
+            return False
+    else:
+        if msg != message:
+            return False
+        fields = record.__dict__  # render_to_log_kwargs: the event dict became ``extra``
     for key, value in tracked.items():
-        if attrs.get(key, attrs) is not value:
+        if key in _POPPED_BY_BRIDGE:
+            continue
+        other = fields.get(key, _marks)
+        if other is not value and (other is _marks or not _same(other, value)):
             return False
     _marks.last = None
     return True
+
+
+# render_to_log_kwargs moves these out of ``extra`` (into msg and the logging call's kwargs).
+_POPPED_BY_BRIDGE = frozenset({"event", "exc_info", "stack_info", "stacklevel"})
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def _structlog_contextvars() -> Callable[[], dict[str, Any]] | None:
@@ -101,7 +129,12 @@ class OvercentricProcessor:
             self.client.submit(
                 RawEvent(name, dict(event_dict), get_bound(), "dict", exc, extra_bound)
             )
-            _marks.last = (event_dict, name)
+            logger_name = getattr(logger, "name", None)
+            _marks.last = (
+                event_dict,
+                event_dict.get("event"),
+                logger_name if isinstance(logger_name, str) else None,
+            )
         except Exception:
             return event_dict
         if self._drop_exc is not None:

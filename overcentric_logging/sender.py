@@ -14,11 +14,16 @@ bounds every wait, and at interpreter exit sends late events inline within the d
 from __future__ import annotations
 
 import email.utils
+
+# Imported here, not by a sender thread's first connection: a fork that catches that import
+# half-done leaves the child unable to resolve any host ("LookupError: unknown encoding: idna").
+import encodings.idna  # noqa: F401
 import heapq
 import itertools
 import json
 import os
 import random
+import sys
 import threading
 import time
 import urllib.request
@@ -36,7 +41,7 @@ from .config import Config, is_loopback
 from .diagnostics import RateLimiter, logger
 from .errors import EventDropped, EventRejected, RetriesExhausted
 from .mapping import PayloadError, RawEvent, build_payload
-from .schema import RESERVED_NAMES, closest_reserved
+from .schema import RESERVED_NAMES, closest_reserved, validate_payload
 from .values import encode
 
 __all__ = ["Sender", "capture_sinks", "live_senders", "sender_thread_idents"]
@@ -54,6 +59,17 @@ capture_sinks: list[tuple[Sender | None, Callable[[dict[str, Any]], None]]] = []
 
 _warner = RateLimiter()
 _typo_warned: set[str] = set()
+
+
+_process_uuids: dict[int, str] = {}
+
+
+def process_uuid() -> str:
+    """The fallback device/session id: one UUID per process, shared by every client, new
+    in a forked child (SPEC §3, "Fallback ids"). ``setdefault`` keeps it one under races."""
+    pid = os.getpid()
+    current = _process_uuids.get(pid)
+    return current if current is not None else _process_uuids.setdefault(pid, str(uuid.uuid4()))
 
 
 class _Item:
@@ -97,6 +113,7 @@ class Sender:
             **config.headers,
         }
         self._closed = False
+        self._exit_hook_due = False  # set in a forked child: see _hook_multiprocessing_exit
         self._reset_state()
         live_senders.add(self)
         parts = urlsplit(config.endpoint)
@@ -137,11 +154,12 @@ class Sender:
         self._http: urllib3.PoolManager | None = None
         self._pool: Any = None
         self._url = ""
-        self.process_id = str(uuid.uuid4())
+        self.process_id = process_uuid()
 
     def _after_fork(self) -> None:
         # The parent still owns (and will send) what it had queued; the child starts empty.
         self._reset_state()
+        self._exit_hook_due = True
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -183,8 +201,11 @@ class Sender:
                 self._queue.append(_Item(raw, gen))
                 if self._idle:
                     self._cond.notify()
-                elif self._workers == 0:
-                    self._workers = 1
+                elif self._workers < self.config.max_workers and (
+                    len(self._queue) > self._workers - len(self._inflight)
+                ):
+                    # Every worker is busy (a slow request must not hold up the backlog).
+                    self._workers += 1
                     start = True
             if start:
                 self._start_worker()
@@ -223,6 +244,9 @@ class Sender:
             self._call_on_error(None, error)
 
     def _start_worker(self) -> None:
+        if self._exit_hook_due:
+            self._exit_hook_due = False
+            _hook_multiprocessing_exit(self)
         try:
             thread = threading.Thread(
                 target=self._worker, name="overcentric-sender", daemon=True
@@ -288,7 +312,10 @@ class Sender:
                         spawn = True
                 if spawn:
                     self._start_worker()
-                self._process(item)
+                try:
+                    self._process(item)
+                except BaseException as exc:  # a worker outlives any surprise
+                    self._finish(item, "failed", exc)
         finally:
             sender_thread_idents.discard(ident)
 
@@ -347,7 +374,7 @@ class Sender:
             original = payload
             try:
                 payload = config.before_send(payload)
-            except Exception as exc:
+            except BaseException as exc:  # even SystemExit from a hook
                 # Sending what a privacy hook failed to scrub would be worse than losing it.
                 self._finish(item, "failed", exc, original)
                 return False
@@ -367,6 +394,14 @@ class Sender:
                 payload,
             )
             return False
+        if config.before_send is not None:
+            # The hook may return anything: never put a body on the wire that the API
+            # would not understand.
+            problems = validate_payload(json.loads(body))
+            if problems:
+                detail = f"before_send returned an invalid payload: {problems[0]}"
+                self._finish(item, "dropped", EventDropped("invalid", detail=detail), original)
+                return False
         item.body = body
         return True
 
@@ -496,7 +531,7 @@ class Sender:
             return
         try:
             callback(payload, error)
-        except Exception:
+        except BaseException:  # even SystemExit must not kill a worker
             _warner.warn("on_error", "overcentric_logging: the on_error callback raised")
 
     # -- inline sending: sync=True, capture, interpreter exit -----------------------------
@@ -654,6 +689,29 @@ class Sender:
         self._exit_deadline = time.monotonic() + timeout
         if not self.flush(timeout):
             self._abandon("shutdown")
+
+
+def _hook_multiprocessing_exit(sender: Sender) -> None:
+    """A multiprocessing child (Process, Pool worker) leaves through ``os._exit()``, so no
+    atexit flush runs there; its ``multiprocessing.util`` finalizers do, just before. Called on
+    the first event of a forked child (after ``Process._bootstrap`` cleared the inherited
+    finalizers), it registers the same bounded exit flush as a finalizer."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    try:
+        util.Finalize(None, _exit_flush_ref, args=(weakref.ref(sender),), exitpriority=10)
+    except Exception:  # pragma: no cover - a changed multiprocessing API must not hurt
+        pass
+
+
+def _exit_flush_ref(ref: weakref.ref[Sender]) -> None:
+    sender = ref()
+    if sender is not None:
+        try:
+            sender.at_exit()
+        except Exception:  # pragma: no cover
+            pass
 
 
 def _after_fork_in_child() -> None:

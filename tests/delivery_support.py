@@ -141,7 +141,7 @@ def run_bounded(fn: Callable[[], Any], timeout: float = WATCHDOG) -> Any:
     def target() -> None:
         try:
             result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as exc:  # re-raised in the test thread
             result["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

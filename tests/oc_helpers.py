@@ -31,6 +31,7 @@ __all__ = [
     "delivered",
     "drop_before_send",
     "errors_seen",
+    "ordered",
     "props",
     "record_error",
     "tag_before_send",
@@ -103,8 +104,11 @@ def unique_logger_name(prefix: str = "octest") -> str:
 
 
 @contextlib.contextmanager
-def attached(handler: logging.Handler, name: str | None = None) -> Iterator[logging.Logger]:
-    """A fresh, non-propagating DEBUG logger with ``handler`` on it; cleaned up after."""
+def attached(
+    handler: logging.Handler, name: str | None = None, *, close_client: bool = True
+) -> Iterator[logging.Logger]:
+    """A fresh, non-propagating DEBUG logger with ``handler`` on it; cleaned up after
+    (the handler closed and, unless ``close_client=False``, its client too)."""
     logger = logging.getLogger(name or unique_logger_name())
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -114,7 +118,7 @@ def attached(handler: logging.Handler, name: str | None = None) -> Iterator[logg
     finally:
         logger.removeHandler(handler)
         handler.close()
-        if isinstance(handler, OvercentricHandler):
+        if close_client and isinstance(handler, OvercentricHandler):
             handler.client.close(WAIT)
 
 
@@ -184,6 +188,20 @@ class WayIn:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ordered(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bodies sorted by their ``seq`` property (which is then removed).
+
+    Events travel concurrently, so arrival order is not logging order; tests that log
+    several events tag each with ``seq=i`` and read them back with this.
+    """
+    for body in bodies:
+        assert "seq" in props(body), body
+    out = sorted(bodies, key=lambda b: props(b)["seq"])
+    for body in out:
+        del body["event"]["properties"]["seq"]
+    return out
 
 
 def props(body: Mapping[str, Any]) -> dict[str, Any]:

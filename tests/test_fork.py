@@ -95,3 +95,93 @@ def test_fork_without_at_fork_hook_reinitialises_on_pid_change(server: LoopbackS
     expected: dict[int, int | None] = {i: parent["pid"] for i in range(20)}
     expected.update({i: child["pid"] for i in range(100, 120)})
     _check_exactly_once(server, expected)
+
+
+# multiprocessing with the fork start method. A multiprocessing child leaves through
+# os._exit(), so the interpreter's atexit flush never runs there; the library registers a
+# multiprocessing finalizer in each child that sends events, which Process._bootstrap runs
+# before os._exit (bounded by shutdown_timeout). Work that ends in any other way (a Pool
+# terminated by its ``with`` block, os._exit from user code) must call
+# overcentric_logging.flush(timeout) itself.
+MP_PROCESS = """
+import multiprocessing
+handler, log = make_handler()
+
+def work(base, flush):
+    for i in range(base, base + 25):
+        log.info("$mp_event", extra={"seq": i, "pid": os.getpid()})
+    if flush:
+        overcentric_logging.flush(10)
+
+ctx = multiprocessing.get_context("fork")
+log.info("$mp_event", extra={"seq": -1, "pid": os.getpid()})
+procs = [ctx.Process(target=work, args=(100 * (n + 1), n == 0)) for n in range(3)]
+for p in procs:
+    p.start()
+for p in procs:
+    p.join(30)
+report("parent", codes=[p.exitcode for p in procs], pids=[p.pid for p in procs],
+       ok=overcentric_logging.flush(10), stats=handler.stats())
+"""
+
+
+def test_multiprocessing_fork_children_deliver_their_events(server: LoopbackServer) -> None:
+    proc = run_child(MP_PROCESS, server, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (parent,) = stats_line(proc, "parent")
+    assert parent["codes"] == [0, 0, 0]
+    assert parent["ok"]
+    assert parent["stats"]["tracked"] == 1 and parent["stats"]["sent"] == 1
+    expected: dict[int, int | None] = {-1: parent["pid"]}
+    for n, pid in enumerate(parent["pids"]):
+        expected.update({i: pid for i in range(100 * (n + 1), 100 * (n + 1) + 25)})
+    _check_exactly_once(server, expected)
+
+
+MP_POOL = """
+import multiprocessing
+handler, log = make_handler()
+
+def task(i):
+    log.info("$pool_event", extra={"seq": i, "pid": os.getpid()})
+    return os.getpid()
+
+ctx = multiprocessing.get_context("fork")
+pool = ctx.Pool(3)
+pids = pool.map(task, range(300), chunksize=10)
+pool.close()      # not terminate(): workers then leave through the multiprocessing finalizers
+pool.join()
+report("parent", pids=pids, ok=overcentric_logging.flush(10), stats=handler.stats())
+"""
+
+
+def test_multiprocessing_pool_workers_deliver_their_events(server: LoopbackServer) -> None:
+    proc = run_child(MP_POOL, server, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (parent,) = stats_line(proc, "parent")
+    assert parent["stats"]["tracked"] == 0, "the parent logged nothing itself"
+    expected: dict[int, int | None] = dict(enumerate(parent["pids"]))
+    _check_exactly_once(server, expected)
+
+
+OS_EXIT_WITHOUT_FLUSH = """
+handler, log = make_handler()
+pid = os.fork()
+if pid == 0:
+    for i in range(30):
+        log.info("$lost_event", extra={"seq": i, "pid": os.getpid()})
+    if len(sys.argv) > 1 and sys.argv[1] == "flush":
+        overcentric_logging.flush(10)
+    os._exit(0)
+os.waitpid(pid, 0)
+report("parent", stats=handler.stats())
+"""
+
+
+def test_os_exit_needs_an_explicit_flush(server: LoopbackServer) -> None:
+    """A child of a bare os.fork() that leaves through os._exit() runs no exit hook at all:
+    ``overcentric_logging.flush(timeout)`` before os._exit() is what delivers its events."""
+    code = OS_EXIT_WITHOUT_FLUSH.replace('len(sys.argv) > 1 and sys.argv[1] == "flush"', "True")
+    proc = run_child(code, server, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    _check_exactly_once(server, dict.fromkeys(range(30)))

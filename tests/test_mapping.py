@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,16 @@ from typing import Any
 import pytest
 import structlog
 from loopback import LoopbackServer
-from oc_helpers import FAST, WAYS, WayIn, attached, delivered, props, unique_logger_name
+from oc_helpers import (
+    FAST,
+    WAYS,
+    WayIn,
+    attached,
+    delivered,
+    ordered,
+    props,
+    unique_logger_name,
+)
 
 import overcentric_logging
 from overcentric_logging import Client, OvercentricHandler, OvercentricProcessor
@@ -143,16 +153,21 @@ def test_no_logrecord_attribute_reaches_properties(server: LoopbackServer) -> No
     assert {props(b).get("plan") for b in bodies} == {"free", "paid", None}
 
 
+# structlog's QUAL_NAME needs code.co_qualname (Python 3.11+); it fails on older Pythons.
+_CALLSITE = [p for p in structlog.processors.CallsiteParameter
+             if p.value != "qual_name" or sys.version_info >= (3, 11)]
+
+
 def _bookkeeping_chain(processor: Any) -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso"),
-        structlog.processors.CallsiteParameterAdder(),
+        structlog.processors.CallsiteParameterAdder(parameters=_CALLSITE),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        structlog.processors.dict_tracebacks if False else structlog.processors.UnicodeDecoder(),
+        structlog.processors.UnicodeDecoder(),
         processor,
         structlog.processors.KeyValueRenderer(),
     ]
@@ -213,12 +228,12 @@ def test_exc_info_handler(server: LoopbackServer) -> None:
         try:
             raise PaymentError("card declined")
         except PaymentError:
-            log.exception("$subscription_cancel", extra={"plan": "pro"})
+            log.exception("$subscription_cancel", extra={"plan": "pro", "seq": 0})
         try:
             raise KeyError("k")
         except KeyError as exc:
-            log.error("$login", exc_info=exc)
-        (cancel, login) = delivered(server, handler.client)
+            log.error("$login", exc_info=exc, extra={"seq": 1})
+        (cancel, login) = ordered(delivered(server, handler.client))
     p = props(cancel)
     assert p["exception_type"] == f"{__name__}.PaymentError"
     assert p["exception_message"] == "card declined"
@@ -257,9 +272,9 @@ def test_bind_applies_to_every_way_in(server: LoopbackServer, way: str) -> None:
     with WayIn(way, server) as w:
         with overcentric_logging.bound(user_id="bound_user", session_id="bound_ses",
                                        device_id="bound_dev", url="https://b.example/p"):
-            w.emit("$login")
-        w.emit("$login")  # after the block: nothing bound
-        first, second = w.bodies()
+            w.emit("$login", seq=0)
+        w.emit("$login", seq=1)  # after the block: nothing bound
+        first, second = ordered(w.bodies())
     assert first["identity"]["unique_identifier"] == "bound_user"
     assert first["event"]["session_id"] == "bound_ses"
     assert first["event"]["device_id"] == "bound_dev"
@@ -271,15 +286,15 @@ def test_bind_applies_to_every_way_in(server: LoopbackServer, way: str) -> None:
 @pytest.mark.parametrize("way", WAYS)
 def test_precedence_explicit_over_bound_over_defaults(server: LoopbackServer, way: str) -> None:
     with WayIn(way, server, device_id="default_dev", session_id="default_ses") as w:
-        w.emit("$login")
+        w.emit("$login", seq=0)
         overcentric_logging.bind(device_id="bound_dev", user_id="bound_user")
         try:
-            w.emit("$login")
-            w.emit("$login", device_id="explicit_dev", user_id="explicit_user")
+            w.emit("$login", seq=1)
+            w.emit("$login", device_id="explicit_dev", user_id="explicit_user", seq=2)
         finally:
             overcentric_logging.unbind("device_id", "user_id")
-        w.emit("$login")
-        bodies = w.bodies()
+        w.emit("$login", seq=3)
+        bodies = ordered(w.bodies())
     devices = [b["event"]["device_id"] for b in bodies]
     sessions = [b["event"]["session_id"] for b in bodies]
     users = [b.get("identity", {}).get("unique_identifier") for b in bodies]
@@ -295,13 +310,13 @@ def test_structlog_contextvars_work_for_processor(server: LoopbackServer) -> Non
     structlog.contextvars.bind_contextvars(user_id="ctx_user", session_id="ctx_ses",
                                            tenant="acme")
     try:
-        log.info("$login")
-        log.info("$login", user_id="explicit_user", tenant="other")
+        log.info("$login", seq=0)
+        log.info("$login", user_id="explicit_user", tenant="other", seq=1)
     finally:
         structlog.contextvars.clear_contextvars()
-    log.info("$login")
+    log.info("$login", seq=2)
     try:
-        first, second, third = delivered(server, processor.client)
+        first, second, third = ordered(delivered(server, processor.client))
     finally:
         processor.client.close(5)
     assert first["identity"]["unique_identifier"] == "ctx_user"
@@ -397,9 +412,9 @@ def test_bad_per_event_context_falls_back_with_warning(
     caplog.set_level(logging.WARNING, logger="overcentric_logging")
     bad = f"backend_{uuid.uuid4().hex[:6]}"
     with WayIn("handler", server, context="website") as w:
-        w.emit("$login", context=bad)
-        w.emit("$login", context="product")
-        first, second = w.bodies()
+        w.emit("$login", context=bad, seq=0)
+        w.emit("$login", context="product", seq=1)
+        first, second = ordered(w.bodies())
     assert first["event"]["context"] == "website"
     assert second["event"]["context"] == "product"
     assert "context" not in props(first)
@@ -561,3 +576,44 @@ def test_handler_default_identity_and_event_defaults_do_not_leak(server: Loopbac
         body = w.one()
     assert props(body) == {}
     assert body["event"]["context"] == "website"
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_explicit_identity_dict_beats_bound_user(server: LoopbackServer, way: str) -> None:
+    with WayIn(way, server) as w:
+        with overcentric_logging.bound(user_id="bound_user", user_email="bound@example.com"):
+            w.emit("$login", identity={"unique_identifier": "explicit_user"}, seq=0)
+            w.emit("$login", identity={"email": "explicit@example.com"}, seq=1)
+        bodies = ordered(w.bodies())
+    assert bodies[0]["identity"]["unique_identifier"] == "explicit_user"
+    # Only what the explicit dict names is replaced.
+    assert bodies[0]["identity"]["email"] == "bound@example.com"
+    assert bodies[1]["identity"] == {"unique_identifier": "bound_user",
+                                     "email": "explicit@example.com", "project_id": PID}
+
+
+def test_explicit_flat_user_beats_bound_identity_dict(server: LoopbackServer) -> None:
+    with WayIn("handler", server) as w:
+        with overcentric_logging.bound(identity={"unique_identifier": "bound_user"}):
+            w.emit("$login", user_id="explicit_user")
+        body = w.one()
+    assert body["identity"]["unique_identifier"] == "explicit_user"
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_exclude_keys_and_name_key_apply_to_bound_fields(server: LoopbackServer, way: str
+                                                         ) -> None:
+    with WayIn(way, server, exclude_keys=["request_id"]) as w:
+        with overcentric_logging.bound(request_id="r1", tenant="acme"):
+            w.emit("$login")
+        body = w.one()
+    assert props(body) == {"tenant": "acme"}
+
+
+def test_bound_fields_are_renamed_by_field_map(server: LoopbackServer) -> None:
+    with WayIn("track", server, field_map={"uid": "user_id"}) as w:
+        with overcentric_logging.bound(uid="u5"):
+            w.emit("$login")
+        body = w.one()
+    assert body["identity"]["unique_identifier"] == "u5"
+    assert props(body) == {}

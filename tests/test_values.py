@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -509,6 +510,12 @@ def test_hostile_objects_never_raise() -> None:
     assert to_json_safe(Hostile()) == name
 
 
+def test_mock_objects_answer_every_method_but_end_as_repr() -> None:
+    mock = MagicMock(name="client")
+    result = to_json_safe({"m": mock})
+    assert result["m"].startswith("<MagicMock name='client'")
+
+
 def test_hostile_mappings_keep_what_they_gave() -> None:
     assert to_json_safe({"m": BrokenMapping()}) == {"m": {"ok": 1}}
     assert to_json_safe(NonPairMapping()) == {"good": 1}
@@ -834,7 +841,8 @@ def test_encode_exact_limit() -> None:
     size = len(encode(payload, 65536) or b"")
     assert encode(payload, size) is not None
     trimmed = encode(payload, size - 1)
-    assert trimmed is None or len(trimmed) <= size - 1
+    assert trimmed is not None and len(trimmed) <= size - 1
+    assert json.loads(trimmed)["event"]["properties"] == {}
 
 
 def test_encode_truncates_the_longest_string_first() -> None:
@@ -878,6 +886,13 @@ def test_encode_replaces_large_values_when_strings_are_not_enough() -> None:
     assert data is not None and len(data) <= 1000
     props = json.loads(data)["event"]["properties"]
     assert props == {"ids": TRUNCATED, "plan": "pro"}
+
+
+def test_encode_spares_strings_when_a_rigid_value_must_go_anyway() -> None:
+    payload = make_payload({"ids": list(range(5000)), "text": "z" * 800})
+    data = encode(payload, 1500)
+    assert data is not None and len(data) <= 1500
+    assert json.loads(data)["event"]["properties"] == {"ids": TRUNCATED, "text": "z" * 800}
 
 
 def test_encode_drops_huge_keys() -> None:
