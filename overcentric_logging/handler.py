@@ -16,6 +16,7 @@ import logging
 import sys
 from typing import Any, Union
 
+from . import processor as _processor
 from .client import Client, own_or_shared
 from .context import get_bound
 from .mapping import RawEvent
@@ -25,6 +26,16 @@ from .sender import sender_thread_idents
 __all__ = ["OvercentricHandler", "RejectOwnRecords"]
 
 _OWN_LOGGERS = ("overcentric_logging", "urllib3")
+_OWN_PREFIXES = tuple(f"{own}." for own in _OWN_LOGGERS)
+
+
+def _is_own(record: logging.LogRecord) -> bool:
+    name = record.name
+    return (
+        name in _OWN_LOGGERS
+        or name.startswith(_OWN_PREFIXES)
+        or record.thread in sender_thread_idents
+    )
 
 
 class RejectOwnRecords(logging.Filter):
@@ -32,11 +43,7 @@ class RejectOwnRecords(logging.Filter):
     urllib3's (the sender's HTTP layer) and anything logged from a sender thread."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        name = record.name
-        for own in _OWN_LOGGERS:
-            if name == own or name.startswith(own + "."):
-                return False
-        return record.thread not in sender_thread_idents
+        return not _is_own(record)
 
 
 class OvercentricHandler(logging.Handler):
@@ -63,13 +70,17 @@ class OvercentricHandler(logging.Handler):
         super().__init__(level)
         self._recognizer = self.client.recognizer
         self._closed = False
-        self.addFilter(RejectOwnRecords())
+        self._own_filter = RejectOwnRecords()
+        self.addFilter(self._own_filter)
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return f"<OvercentricHandler {self.client.config.endpoint} ({level})>"
 
     def handle(self, record: logging.LogRecord) -> Any:
+        # The hot path of every logging call that reaches this handler: recognition first
+        # (a non-event costs a few attribute lookups), no handler lock (the queue is
+        # thread-safe), and the filters only for records that name an event.
         try:
             rec = self._recognizer
             fields: Any = record.__dict__
@@ -96,7 +107,13 @@ class OvercentricHandler(logging.Handler):
                 name = rec.match_message(msg) or fields.get(rec.name_key)
                 if name is None:
                     return False
-            if not self.filter(record) or tracked_by_processor(record, msg):
+            filters = self.filters
+            if len(filters) == 1 and filters[0] is self._own_filter:
+                if _is_own(record):
+                    return False
+            elif not self.filter(record):
+                return False
+            if _processor.marks_in_use and tracked_by_processor(record, msg):
                 return False
             if self._closed:
                 sender = self.client._sender

@@ -125,7 +125,8 @@ class RawEvent:
     ``Client.track``). ``extra_bound`` carries ``structlog.contextvars`` fields.
     """
 
-    __slots__ = ("bound", "exc", "extra_bound", "fields", "kind", "name")
+    __slots__ = ("bound", "exc", "extra_bound", "fields", "gen", "kind", "name")
+    gen: int  # set by the sender when queued: the flush generation it belongs to
 
     def __init__(
         self,

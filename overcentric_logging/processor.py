@@ -25,6 +25,8 @@ from .mapping import RawEvent
 __all__ = ["OvercentricProcessor", "tracked_by_processor"]
 
 _marks = threading.local()
+# Set once a processor has tracked an event: until then a handler need not look for marks.
+marks_in_use = False
 
 
 def tracked_by_processor(record: Any, msg: Any) -> bool:
@@ -116,6 +118,7 @@ class OvercentricProcessor:
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        global marks_in_use
         try:
             name = self._recognizer.match_fields(event_dict.get("event"), event_dict)
             if name is None:
@@ -130,6 +133,7 @@ class OvercentricProcessor:
                 RawEvent(name, dict(event_dict), get_bound(), "dict", exc, extra_bound)
             )
             logger_name = getattr(logger, "name", None)
+            marks_in_use = True
             _marks.last = (
                 event_dict,
                 event_dict.get("event"),

@@ -87,6 +87,12 @@ class _Item:
         self.done = False
 
 
+def _as_item(entry: _Item | RawEvent) -> _Item:
+    if isinstance(entry, _Item):
+        return entry
+    return _Item(entry, entry.gen)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -132,7 +138,9 @@ class Sender:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue: deque[_Item] = deque()
+        # Fresh events wait as RawEvents (tagged with their flush generation) and become
+        # _Items only in a worker: one allocation fewer on the caller's thread.
+        self._queue: deque[_Item | RawEvent] = deque()
         self._delayed: list[tuple[float, int, _Item]] = []
         self._seq = itertools.count()
         self._inflight: set[_Item] = set()
@@ -196,9 +204,9 @@ class Sender:
                 if len(self._queue) >= self.config.max_queue_size:
                     self._drop_locked("queue_full")
                     return
-                gen = self._gen
+                gen = raw.gen = self._gen
                 self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
-                self._queue.append(_Item(raw, gen))
+                self._queue.append(raw)
                 if self._idle:
                     self._cond.notify()
                 elif self._workers < self.config.max_workers and (
@@ -276,7 +284,7 @@ class Sender:
             if self._paused_until > now:
                 wait = self._paused_until - now
             elif self._queue:
-                return self._queue.popleft()
+                return _as_item(self._queue.popleft())
             elif delayed:
                 wait = delayed[0][0] - now
             if wait is None:
@@ -598,7 +606,7 @@ class Sender:
             with self._lock:
                 if not self._queue:
                     return
-                item = self._queue.popleft()
+                item = _as_item(self._queue.popleft())
                 self._inflight.add(item)
             self._run_inline(item)
 
@@ -651,7 +659,8 @@ class Sender:
     def _abandon(self, reason: str) -> None:
         """Count everything still pending as dropped and report it once."""
         with self._lock:
-            items = list(self._queue) + [d[2] for d in self._delayed] + list(self._inflight)
+            items = [_as_item(q) for q in self._queue]
+            items += [d[2] for d in self._delayed] + list(self._inflight)
             self._queue.clear()
             self._delayed.clear()
         lost = 0
