@@ -91,3 +91,20 @@ def test_pytest_plugin_fixture(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*was tracked, but not with properties {'plan': 'premium'}*"])
+
+
+def test_plugin_module_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, overcentric_logging.pytest_plugin\n"
+        "heavy = [m for m in ('urllib3', 'overcentric_logging.sender', 'structlog')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "import overcentric_logging\n"
+        "assert overcentric_logging.OvercentricHandler.__name__ == 'OvercentricHandler'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
