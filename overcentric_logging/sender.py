@@ -343,7 +343,7 @@ class Sender:
             self._inflight.discard(item)
             due = time.monotonic() + delay
             if pause:
-                self._paused_until = max(self._paused_until, due)
+                self._paused_until = max(self._paused_until, time.monotonic() + pause)
             heapq.heappush(self._delayed, (due, next(self._seq), item))
             self._cond.notify()
 
@@ -461,8 +461,8 @@ class Sender:
         except Exception as exc:
             return None, b"", None, f"{type(exc).__name__}: {exc}"
 
-    def _attempt(self, item: _Item, deadline: float | None = None) -> tuple[float, bool] | None:
-        """POST once; finish the item, or return (delay, pause-everything) for a retry."""
+    def _attempt(self, item: _Item, deadline: float | None = None) -> tuple[float, float] | None:
+        """POST once; finish the item, or return (its delay, seconds to pause everything)."""
         assert item.body is not None
         status, data, retry_after_raw, error = self._post(item.body)
         item.attempts += 1
@@ -494,7 +494,10 @@ class Sender:
             "transient",
             f"overcentric_logging: delivery failed ({last}); retrying in {delay:.1f}s",
         )
-        return delay, (status == 429 or retry_after is not None)
+        # The whole sender pauses for what the server asked (Retry-After; the backoff for a
+        # bare 429), never for this event's own backoff: "Retry-After: 0" pauses nothing.
+        pause = retry_after if retry_after is not None else (delay if status == 429 else 0.0)
+        return delay, pause
 
     def _finish(
         self,
