@@ -11,6 +11,7 @@ JSON-safe values and the privacy filter.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import re
 import uuid
@@ -188,6 +189,7 @@ def _exception_properties(exc: Any) -> dict[str, str]:
     return {EXCEPTION_TYPE_KEY: type_name, EXCEPTION_MESSAGE_KEY: message[:2048]}
 
 
+@functools.lru_cache(maxsize=4096)
 def derived_id(project_id: str, kind: str, unique_identifier: str) -> str:
     """The UUIDv5 used as ``device_id``/``session_id`` for a known user with no browser ids."""
     return str(uuid.uuid5(_NAMESPACE, f"{project_id}\x00{kind}\x00{unique_identifier}"))

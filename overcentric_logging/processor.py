@@ -13,6 +13,7 @@ and does not send the event a second time; nothing is added to the event dict it
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -24,7 +25,12 @@ from .mapping import RawEvent
 
 __all__ = ["OvercentricProcessor", "tracked_by_processor"]
 
-_marks = threading.local()
+class _Marks(threading.local):
+    # A class default, so that a thread with no mark reads None without an AttributeError.
+    last: tuple[Any, Any, str] | None = None
+
+
+_marks = _Marks()
 # Set once a processor has tracked an event: until then a handler need not look for marks.
 marks_in_use = False
 
@@ -37,7 +43,7 @@ def tracked_by_processor(record: Any, msg: Any) -> bool:
     string (``render_to_log_kwargs``, where the other keys became record attributes) whose
     fields are the tracked dict's, and it comes from the logger the processor saw.
     """
-    mark = getattr(_marks, "last", None)
+    mark = _marks.last
     if mark is None:
         return False
     tracked, message, logger_name = mark
@@ -132,13 +138,14 @@ class OvercentricProcessor:
             self.client.submit(
                 RawEvent(name, dict(event_dict), get_bound(), "dict", exc, extra_bound)
             )
-            logger_name = getattr(logger, "name", None)
-            marks_in_use = True
-            _marks.last = (
-                event_dict,
-                event_dict.get("event"),
-                logger_name if isinstance(logger_name, str) else None,
-            )
+            # Only a stdlib logger turns this call into a LogRecord that a handler may see;
+            # marking anything else would leave a stale mark that could swallow a later,
+            # unrelated record.
+            if isinstance(logger, logging.Logger):
+                marks_in_use = True
+                _marks.last = (event_dict, event_dict.get("event"), logger.name)
+            else:
+                _marks.last = None
         except Exception:
             return event_dict
         if self._drop_exc is not None:

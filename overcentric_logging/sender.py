@@ -21,6 +21,7 @@ import encodings.idna  # noqa: F401
 import heapq
 import itertools
 import json
+import math
 import os
 import random
 import sys
@@ -148,6 +149,15 @@ class Sender:
         self._workers = 0
         self._idle = 0
         self._paused_until = 0.0
+        # Circuit breaker for network errors: after one, a single probe request goes out at a
+        # time (the others wait) until a response of any kind comes back.
+        self._net_failures = 0
+        self._probe: _Item | None = None
+        # Requests in flight that pay off: wall time over CPU time per request (Little's law
+        # with the GIL as the one core). 0 ms latency needs ~2 workers, 20 ms needs dozens.
+        self._ewma_wall = 0.0
+        self._ewma_cpu = 0.0
+        self._target = self.config.max_workers  # no evidence yet: assume a distant server
         self._gen = 0
         self._unfinished: dict[int, int] = {}
         self.tracked = 0
@@ -201,7 +211,8 @@ class Sender:
                 if self._closed:
                     self._drop_locked("closed")
                     return
-                if len(self._queue) >= self.config.max_queue_size:
+                held = len(self._queue) + len(self._delayed) + len(self._inflight)
+                if held >= self.config.max_queue_size:
                     self._drop_locked("queue_full")
                     return
                 gen = raw.gen = self._gen
@@ -209,7 +220,7 @@ class Sender:
                 self._queue.append(raw)
                 if self._idle:
                     self._cond.notify()
-                elif self._workers < self.config.max_workers and (
+                elif self._workers < self._target and (
                     len(self._queue) > self._workers - len(self._inflight)
                 ):
                     # Every worker is busy (a slow request must not hold up the backlog).
@@ -281,10 +292,17 @@ class Sender:
                 # Retries go first: they are the oldest events.
                 self._queue.appendleft(heapq.heappop(delayed)[2])
             wait: float | None = None
+            if self._workers > max(self._target, 1) and not self._closed:
+                return None  # more workers than requests in flight can use
             if self._paused_until > now:
                 wait = self._paused_until - now
+            elif self._net_failures and self._probe is not None:
+                wait = self.config.timeout  # a probe is out; its outcome wakes us
             elif self._queue:
-                return _as_item(self._queue.popleft())
+                item = _as_item(self._queue.popleft())
+                if self._net_failures:
+                    self._probe = item
+                return item
             elif delayed:
                 wait = delayed[0][0] - now
             if wait is None:
@@ -315,7 +333,12 @@ class Sender:
                             self._workers -= 1
                         return
                     self._inflight.add(item)
-                    if self._queue and not self._idle and self._workers < self.config.max_workers:
+                    if (
+                        self._queue
+                        and not self._idle
+                        and not self._net_failures
+                        and self._workers < self._target
+                    ):
                         self._workers += 1
                         spawn = True
                 if spawn:
@@ -464,7 +487,12 @@ class Sender:
     def _attempt(self, item: _Item, deadline: float | None = None) -> tuple[float, float] | None:
         """POST once; finish the item, or return (its delay, seconds to pause everything)."""
         assert item.body is not None
+        wall0 = time.monotonic()
+        cpu0 = time.thread_time()
         status, data, retry_after_raw, error = self._post(item.body)
+        self._after_request(
+            item, status, time.monotonic() - wall0, time.thread_time() - cpu0
+        )
         item.attempts += 1
         if status is not None and 200 <= status < 300:
             self._finish(item, "sent")
@@ -499,6 +527,36 @@ class Sender:
         pause = retry_after if retry_after is not None else (delay if status == 429 else 0.0)
         return delay, pause
 
+    def _after_request(self, item: _Item, status: int | None, wall: float, cpu: float) -> None:
+        """Feed the circuit breaker and the concurrency estimate with one request's outcome."""
+        config = self.config
+        wake = False
+        with self._lock:
+            if status is None:
+                if self._net_failures == 0 or self._probe is item:
+                    self._net_failures += 1
+                    exp = min(self._net_failures - 1, 16)
+                    pause = min(config.backoff_max, config.backoff_base * 2**exp)
+                    pause *= 0.5 + random.random() / 2
+                    self._paused_until = max(self._paused_until, time.monotonic() + pause)
+            else:
+                if self._net_failures:
+                    self._net_failures = 0
+                    wake = True
+                if cpu > 0:
+                    if self._ewma_cpu:
+                        self._ewma_wall += 0.2 * (wall - self._ewma_wall)
+                        self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
+                    else:
+                        self._ewma_wall, self._ewma_cpu = wall, cpu
+                    useful = math.ceil(self._ewma_wall / self._ewma_cpu) + 1
+                    self._target = max(1, min(config.max_workers, useful))
+            if self._probe is item:
+                self._probe = None
+                wake = True
+            if wake:
+                self._cond.notify_all()
+
     def _finish(
         self,
         item: _Item,
@@ -511,6 +569,9 @@ class Sender:
                 return
             item.done = True
             self._inflight.discard(item)
+            if self._probe is item:
+                self._probe = None
+                self._cond.notify_all()
             if outcome == "sent":
                 self.sent += 1
             elif outcome == "failed":

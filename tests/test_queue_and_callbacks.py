@@ -91,15 +91,16 @@ def test_queue_full_drops_the_newest_counts_and_warns_once(
     assert server.wait_for_requests(1)  # event 0 is in flight, its answer 1 s away
     run_bounded(lambda: track_seqs(client, range(1, 50)))  # the app goes on, never blocked
     stats = assert_invariant(client)
-    assert stats["dropped"] == 44
-    assert client.dropped_reasons == {"queue_full": 44}
+    # max_queue_size bounds every event held in memory, the one in flight included.
+    assert stats["dropped"] == 45
+    assert client.dropped_reasons == {"queue_full": 45}
     stats = assert_settled(client)
-    assert stats["sent"] == 6 and stats["failed"] == 0
-    assert_sent_once(server, range(6))  # the oldest were kept, the newest dropped
+    assert stats["sent"] == 5 and stats["failed"] == 0
+    assert_sent_once(server, range(5))  # the oldest were kept, the newest dropped
     drops = errors.errors_of(EventDropped)
     assert drops and all(isinstance(e, EventDropped) and e.reason == "queue_full"
                          for _, e in drops)
-    assert sum(e.count for _, e in drops if isinstance(e, EventDropped)) == 44
+    assert sum(e.count for _, e in drops if isinstance(e, EventDropped)) == 45
     warnings = [r for r in caplog.records if "queue_full" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert_schema_ok(server)

@@ -354,3 +354,18 @@ def test_no_duplicate_for_name_key_events_through_both(
     assert [b["event"]["name"] for b in bodies] == ["report_exported"]
     assert props(bodies[0]) == {"fmt": "csv"}
     assert client.stats()["tracked"] == 1
+
+
+def test_processor_on_a_non_stdlib_logger_leaves_no_mark(
+    server: LoopbackServer, stdlib_logger: logging.Logger
+) -> None:
+    # A structlog call that never becomes a LogRecord (PrintLogger, CapturingLogger) must not
+    # make a handler skip a later, unrelated stdlib record with the same name.
+    client = Client("proj_marks", endpoint=server.url, **FAST)
+    processor = OvercentricProcessor(client=client)
+    processor(CapturingLogger(), "info", {"event": "$signup"})
+    stdlib_logger.addHandler(OvercentricHandler(client=client))
+    stdlib_logger.info("$signup")
+    bodies = delivered(server, client)
+    assert [b["event"]["name"] for b in bodies] == ["$signup", "$signup"]
+    client.close(5)
