@@ -44,6 +44,7 @@ from .errors import EventDropped, EventRejected, RetriesExhausted
 from .mapping import PayloadError, RawEvent, build_payload
 from .schema import RESERVED_NAMES, closest_reserved, validate_payload
 from .values import encode
+from .wire import build_head, exchange
 
 __all__ = ["Sender", "capture_sinks", "live_senders", "sender_thread_idents"]
 
@@ -157,7 +158,7 @@ class Sender:
         # with the GIL as the one core). 0 ms latency needs ~2 workers, 20 ms needs dozens.
         self._ewma_wall = 0.0
         self._ewma_cpu = 0.0
-        self._target = self.config.max_workers  # no evidence yet: assume a distant server
+        self._target = min(8, self.config.max_workers)  # until the first answers come back
         self._gen = 0
         self._unfinished: dict[int, int] = {}
         self.tracked = 0
@@ -171,6 +172,7 @@ class Sender:
         self._threads_unavailable = False
         self._http: urllib3.PoolManager | None = None
         self._pool: Any = None
+        self._head: bytes | None = None  # prebuilt request head: the direct (no proxy) path
         self._url = ""
         self.process_id = process_uuid()
 
@@ -219,7 +221,11 @@ class Sender:
                 self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
                 self._queue.append(raw)
                 if self._idle:
-                    self._cond.notify()
+                    # One wake-up per empty-to-busy transition: a worker that wakes to a
+                    # backlog wakes the next one itself, so a burst costs the caller no
+                    # futex call per event.
+                    if len(self._queue) == 1:
+                        self._cond.notify()
                 elif self._workers < self._target and (
                     len(self._queue) > self._workers - len(self._inflight)
                 ):
@@ -333,6 +339,8 @@ class Sender:
                             self._workers -= 1
                         return
                     self._inflight.add(item)
+                    if self._queue and self._idle:
+                        self._cond.notify()
                     if (
                         self._queue
                         and not self._idle
@@ -448,14 +456,17 @@ class Sender:
             candidate = proxies.get(parts.scheme)
             if candidate and not urllib.request.proxy_bypass(parts.netloc):
                 proxy = candidate
+        self._timeout = urllib3.Timeout(total=config.timeout, connect=config.timeout)
         if proxy:
             self._http = urllib3.ProxyManager(proxy, **kw)
             self._pool = self._http
             self._url = config.endpoint
+            self._head = None
         else:
+            kw["timeout"] = urllib3.Timeout(connect=config.timeout, read=config.timeout)
             self._pool = urllib3.connection_from_url(config.endpoint, **kw)
             self._url = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._timeout = urllib3.Timeout(total=config.timeout, connect=config.timeout)
+            self._head = build_head(config.endpoint, self._headers)
 
     def _post(self, body: bytes) -> tuple[int | None, bytes, str | None, str]:
         """One POST. Returns (status, body preview, Retry-After, error text)."""
@@ -463,6 +474,14 @@ class Sender:
             with self._lock:
                 if self._pool is None:
                     self._ensure_pool()
+        if self._head is not None:
+            try:
+                status, data, retry_after = exchange(
+                    self._pool, self._head, body, self.config.timeout, BODY_PREVIEW
+                )
+            except Exception as exc:
+                return None, b"", None, f"{type(exc).__name__}: {exc}"
+            return status, data, retry_after, ""
         try:
             resp = self._pool.urlopen(
                 "POST",
@@ -549,13 +568,31 @@ class Sender:
                         self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
                     else:
                         self._ewma_wall, self._ewma_cpu = wall, cpu
-                    useful = math.ceil(self._ewma_wall / self._ewma_cpu) + 1
-                    self._target = max(1, min(config.max_workers, useful))
+                    self._retarget(len(self._inflight))
             if self._probe is item:
                 self._probe = None
                 wake = True
             if wake:
                 self._cond.notify_all()
+
+    def _retarget(self, concurrent: int) -> None:
+        """Choose how many requests in flight pay off. Holds the lock.
+
+        With ``k`` requests in flight and the GIL as the one core, a request whose wall time
+        is about ``k`` times its CPU time spent its life waiting for the GIL, not for the
+        server: more threads would only add contention (0 ms loopback: one or two). A wall
+        time well above that is network latency, which more requests in flight hide
+        (Little's law: wall ÷ CPU of them; 20 ms: all of ``max_workers``).
+        """
+        wall, cpu = self._ewma_wall, self._ewma_cpu
+        busy = cpu * max(concurrent, 1)
+        # Hysteresis: the application's own threads share the GIL too, so a wall time of
+        # up to ~2x the busy time is still contention, not latency.
+        if wall > 2.5 * busy:
+            useful = math.ceil(wall / cpu)
+            self._target = max(self._target, min(self.config.max_workers, useful))
+        elif wall < 1.5 * busy and self._target > 1:
+            self._target -= 1
 
     def _finish(
         self,

@@ -126,10 +126,24 @@ WHEN OLD.state = 0 AND NEW.state = 1 BEGIN
 END;
 """
 
-_INSERT = (
-    "INSERT INTO events (body, origin, created, ready_at) SELECT ?, ?, ?, ? "
-    "WHERE (SELECT n < ? AND bytes + ? <= ? FROM totals WHERE id = 0)"
+_INSERT = "INSERT INTO events (body, origin, created, ready_at) VALUES (?, ?, ?, ?)"
+# The bounds, checked in the INSERT's own transaction (so they hold exactly across processes):
+# a TEMP trigger per connection with this sender's limits, which makes the INSERT a no-op
+# (rowcount 0) when the spool is full. An ``INSERT ... SELECT ... WHERE (SELECT ... FROM
+# totals)`` does the same but makes SQLite materialise the SELECT first, because the
+# ``events_count_ins`` trigger writes ``totals``: a temporary b-tree per event, a third of
+# the INSERT's cost.
+_BOUND_TRIGGER = (
+    "CREATE TEMP TRIGGER IF NOT EXISTS spool_bound BEFORE INSERT ON main.events "
+    "WHEN (SELECT n >= {events} OR bytes + length(NEW.body) > {bytes} FROM main.totals "
+    "WHERE id = 0) BEGIN SELECT RAISE(IGNORE); END"
 )
+# WAL pages after which a commit checkpoints. A checkpoint syncs the WAL and the database
+# (milliseconds), and it runs in the thread whose commit crossed the threshold: SQLite's
+# default (1000 pages) in the sender's threads, which also checkpoint every few seconds while
+# they wait; the application's threads only past a far larger backstop (no sender running).
+WORKER_CHECKPOINT_PAGES = 1000
+CALLER_CHECKPOINT_PAGES = 16384
 _CLAIM = (
     "UPDATE events SET claimed_by = ?, ready_at = ? WHERE id IN ("
     "SELECT id FROM events WHERE state = 0 AND ready_at <= ? ORDER BY ready_at, id LIMIT ?)"
@@ -215,7 +229,12 @@ def is_corrupt_error(exc: BaseException, path: str) -> bool:
         return False
 
 
-def connect_spool(path: str, sync: str = "normal", create: bool = True) -> sqlite3.Connection:
+def connect_spool(
+    path: str,
+    sync: str = "normal",
+    create: bool = True,
+    checkpoint_pages: int = WORKER_CHECKPOINT_PAGES,
+) -> sqlite3.Connection:
     """Open (and with ``create``, initialise) a spool database in WAL mode, autocommit."""
     if create:
         parent = os.path.dirname(os.path.abspath(path))
@@ -233,6 +252,7 @@ def connect_spool(path: str, sync: str = "normal", create: bool = True) -> sqlit
         conn.execute("PRAGMA page_size=1024")
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
         conn.execute("PRAGMA synchronous=" + ("FULL" if sync == "full" else "NORMAL"))
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and create:
             conn.executescript(
