@@ -170,7 +170,6 @@ class Sender:
         self._unreported: dict[str, int] = {}
         self._exit_deadline: float | None = None
         self._threads_unavailable = False
-        self._http: urllib3.PoolManager | None = None
         self._pool: Any = None
         self._head: bytes | None = None  # prebuilt request head: the direct (no proxy) path
         self._url = ""
@@ -458,8 +457,7 @@ class Sender:
                 proxy = candidate
         self._timeout = urllib3.Timeout(total=config.timeout, connect=config.timeout)
         if proxy:
-            self._http = urllib3.ProxyManager(proxy, **kw)
-            self._pool = self._http
+            self._pool = urllib3.ProxyManager(proxy, **kw)
             self._url = config.endpoint
             self._head = None
         else:
@@ -627,12 +625,16 @@ class Sender:
         finally:
             # Only now may flush() return: a loss is reported before it counts as finished.
             with self._lock:
-                left = self._unfinished.get(item.gen, 1) - 1
-                if left:
-                    self._unfinished[item.gen] = left
-                else:
-                    self._unfinished.pop(item.gen, None)
-                    self._cond.notify_all()
+                self._settle_locked(item.gen)
+
+    def _settle_locked(self, gen: int) -> None:
+        """One event of flush generation ``gen`` is finished; wake flush() when it was the last."""
+        left = self._unfinished.get(gen, 1) - 1
+        if left:
+            self._unfinished[gen] = left
+        else:
+            self._unfinished.pop(gen, None)
+            self._cond.notify_all()
 
     def _call_on_error(self, payload: Mapping[str, Any] | None, error: BaseException) -> None:
         callback = self.config.on_error
@@ -784,12 +786,7 @@ class Sender:
             self._inflight.discard(item)
             self.dropped += 1
             self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + 1
-            left = self._unfinished.get(item.gen, 1) - 1
-            if left:
-                self._unfinished[item.gen] = left
-            else:
-                self._unfinished.pop(item.gen, None)
-            self._cond.notify_all()
+            self._settle_locked(item.gen)
 
     def at_exit(self) -> None:
         """Interpreter exit: flush within ``shutdown_timeout``; late events go inline."""
