@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import Config, build_config
-from .context import get_bound
+from .context import _bound
 from .mapping import RawEvent, Recognizer
 from .sender import Sender, live_senders
 
@@ -81,7 +81,7 @@ class Client:
             return
         if properties is not None:
             fields["properties"] = properties
-        sender.submit(RawEvent(name, fields, get_bound(), "track"))
+        sender.enqueue(name, fields, _bound.get(), "track")
 
     # -- lifecycle ------------------------------------------------------------------------
 

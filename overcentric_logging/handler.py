@@ -18,8 +18,7 @@ from typing import Any, Union
 
 from . import processor as _processor
 from .client import Client, own_or_shared
-from .context import get_bound
-from .mapping import RawEvent
+from .context import _bound
 from .processor import tracked_by_processor
 from .sender import sender_thread_idents
 
@@ -69,6 +68,7 @@ class OvercentricHandler(logging.Handler):
         )
         super().__init__(level)
         self._recognizer = self.client.recognizer
+        self._sender = self.client._sender
         self._closed = False
         self._own_filter = RejectOwnRecords()
         self.addFilter(self._own_filter)
@@ -123,7 +123,9 @@ class OvercentricHandler(logging.Handler):
             exc = record.exc_info or (fields.get("exc_info") if kind == "dict" else None)
             if exc is True:
                 exc = sys.exc_info()
-            self.client.submit(RawEvent(name, fields.copy(), get_bound(), kind, exc))
+            sender = self._sender
+            if sender is not None:
+                sender.enqueue(name, fields.copy(), _bound.get(), kind, exc)
             return True
         except Exception:
             # A logging call never raises because of this library.

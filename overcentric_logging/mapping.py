@@ -126,8 +126,7 @@ class RawEvent:
     ``Client.track``). ``extra_bound`` carries ``structlog.contextvars`` fields.
     """
 
-    __slots__ = ("bound", "exc", "extra_bound", "fields", "gen", "kind", "name")
-    gen: int  # set by the sender when queued: the flush generation it belongs to
+    __slots__ = ("bound", "exc", "extra_bound", "fields", "kind", "name")
 
     def __init__(
         self,

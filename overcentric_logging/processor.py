@@ -20,8 +20,7 @@ from collections.abc import MutableMapping
 from typing import Any, Callable
 
 from .client import Client, own_or_shared
-from .context import get_bound
-from .mapping import RawEvent
+from .context import _bound
 
 __all__ = ["OvercentricProcessor", "tracked_by_processor"]
 
@@ -135,9 +134,9 @@ class OvercentricProcessor:
             extra_bound = None
             if self._contextvars is not None:
                 extra_bound = self._contextvars()
-            self.client.submit(
-                RawEvent(name, dict(event_dict), get_bound(), "dict", exc, extra_bound)
-            )
+            sender = self.client._sender
+            if sender is not None:
+                sender.enqueue(name, dict(event_dict), _bound.get(), "dict", exc, extra_bound)
             # Only a stdlib logger turns this call into a LogRecord that a handler may see;
             # marking anything else would leave a stale mark that could swallow a later,
             # unrelated record.

@@ -89,10 +89,14 @@ class _Item:
         self.done = False
 
 
-def _as_item(entry: _Item | RawEvent) -> _Item:
+def _as_item(entry: _Item | tuple[Any, int]) -> _Item:
+    """A queue entry as a work item: retries are already _Items; fresh events are
+    ``(RawEvent or its fields as a tuple, flush generation)``."""
     if isinstance(entry, _Item):
         return entry
-    return _Item(entry, entry.gen)
+    event, gen = entry
+    raw = event if isinstance(event, RawEvent) else RawEvent(*event)
+    return _Item(raw, gen)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -140,9 +144,9 @@ class Sender:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        # Fresh events wait as RawEvents (tagged with their flush generation) and become
-        # _Items only in a worker: one allocation fewer on the caller's thread.
-        self._queue: deque[_Item | RawEvent] = deque()
+        # Fresh events wait as (event, flush generation) and become _Items only in a worker:
+        # fewer allocations on the caller's thread.
+        self._queue: deque[_Item | tuple[Any, int]] = deque()
         self._delayed: list[tuple[float, int, _Item]] = []
         self._seq = itertools.count()
         self._inflight: set[_Item] = set()
@@ -196,6 +200,39 @@ class Sender:
 
     # -- the caller's side ----------------------------------------------------------------
 
+    # A subclass that keeps events elsewhere (the spool) sets this False, so that enqueue()
+    # hands it a RawEvent through submit().
+    queues_in_memory = True
+
+    def enqueue(
+        self,
+        name: Any,
+        fields: Mapping[str, Any],
+        bound: Mapping[str, Any],
+        kind: str,
+        exc: Any = None,
+        extra_bound: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The adapters' fast path: accept one event without building a RawEvent in the
+        caller's thread (a tuple is cheaper; the worker builds the RawEvent). Never raises."""
+        try:
+            if (
+                self._pid != os.getpid()
+                or capture_sinks
+                or self.config.sync
+                or self._exit_deadline is not None
+                or self._threads_unavailable
+                or not self.queues_in_memory
+            ):
+                self.submit(RawEvent(name, fields, bound, kind, exc, extra_bound))
+            else:
+                self._accept((name, fields, bound, kind, exc, extra_bound))
+        except Exception:  # pragma: no cover - last line of defence for the caller
+            try:
+                logger.exception("overcentric_logging: internal error while accepting an event")
+            except Exception:
+                pass
+
     def submit(self, raw: RawEvent) -> None:
         """Accept one event. Never blocks on I/O, never raises."""
         try:
@@ -206,38 +243,41 @@ class Sender:
             if self.config.sync or self._exit_deadline is not None or self._threads_unavailable:
                 self._send_inline(raw)
                 return
-            start = False
-            with self._lock:
-                self.tracked += 1
-                if self._closed:
-                    self._drop_locked("closed")
-                    return
-                held = len(self._queue) + len(self._delayed) + len(self._inflight)
-                if held >= self.config.max_queue_size:
-                    self._drop_locked("queue_full")
-                    return
-                gen = raw.gen = self._gen
-                self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
-                self._queue.append(raw)
-                if self._idle:
-                    # One wake-up per empty-to-busy transition: a worker that wakes to a
-                    # backlog wakes the next one itself, so a burst costs the caller no
-                    # futex call per event.
-                    if len(self._queue) == 1:
-                        self._cond.notify()
-                elif self._workers < self._target and (
-                    len(self._queue) > self._workers - len(self._inflight)
-                ):
-                    # Every worker is busy (a slow request must not hold up the backlog).
-                    self._workers += 1
-                    start = True
-            if start:
-                self._start_worker()
+            self._accept(raw)
         except Exception:  # pragma: no cover - last line of defence for the caller
             try:
                 logger.exception("overcentric_logging: internal error while accepting an event")
             except Exception:
                 pass
+
+    def _accept(self, entry: RawEvent | tuple[Any, ...]) -> None:
+        """Queue one event (a RawEvent, or the tuple of its fields) for the workers."""
+        start = False
+        with self._lock:
+            self.tracked += 1
+            if self._closed:
+                self._drop_locked("closed")
+                return
+            queue = self._queue
+            if len(queue) + len(self._delayed) + len(self._inflight) >= self.config.max_queue_size:
+                self._drop_locked("queue_full")
+                return
+            gen = self._gen
+            self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
+            queue.append((entry, gen))
+            if self._idle:
+                # One wake-up per empty-to-busy transition: a worker that wakes to a backlog
+                # wakes the next one itself, so a burst costs the caller no futex per event.
+                if len(queue) == 1:
+                    self._cond.notify()
+            elif self._workers < self._target and (
+                len(queue) > self._workers - len(self._inflight)
+            ):
+                # Every worker is busy (a slow request must not hold up the backlog).
+                self._workers += 1
+                start = True
+        if start:
+            self._start_worker()
 
     def reject(self, reason: str) -> None:
         """Count one event that an adapter refused (for example a closed handler)."""

@@ -138,12 +138,14 @@ _BOUND_TRIGGER = (
     "WHEN (SELECT n >= {events} OR bytes + length(NEW.body) > {bytes} FROM main.totals "
     "WHERE id = 0) BEGIN SELECT RAISE(IGNORE); END"
 )
-# WAL pages after which a commit checkpoints. A checkpoint syncs the WAL and the database
-# (milliseconds), and it runs in the thread whose commit crossed the threshold: SQLite's
-# default (1000 pages) in the sender's threads, which also checkpoint every few seconds while
-# they wait; the application's threads only past a far larger backstop (no sender running).
-WORKER_CHECKPOINT_PAGES = 1000
-CALLER_CHECKPOINT_PAGES = 16384
+# Checkpoints. SQLite's automatic checkpoint (every 1000 WAL pages) runs inside the commit
+# that crosses the threshold, in whatever thread made it, and syncs the WAL and the database:
+# milliseconds, while that thread holds the process's write lock. Here the sender's threads
+# run a PASSIVE checkpoint instead (which waits for no writer and holds no lock of ours) every
+# CHECKPOINT_WRITES commits of this process or every HOUSEKEEP_SECONDS, server down or not;
+# the automatic one stays as a backstop, far above that, for when no sender thread runs.
+BACKSTOP_CHECKPOINT_PAGES = 16384
+CHECKPOINT_WRITES = 256
 _CLAIM = (
     "UPDATE events SET claimed_by = ?, ready_at = ? WHERE id IN ("
     "SELECT id FROM events WHERE state = 0 AND ready_at <= ? ORDER BY ready_at, id LIMIT ?)"
@@ -233,7 +235,7 @@ def connect_spool(
     path: str,
     sync: str = "normal",
     create: bool = True,
-    checkpoint_pages: int = WORKER_CHECKPOINT_PAGES,
+    checkpoint_pages: int = 1000,
 ) -> sqlite3.Connection:
     """Open (and with ``create``, initialise) a spool database in WAL mode, autocommit."""
     if create:
@@ -311,6 +313,8 @@ class _Handle:
 class SpoolSender(Sender):
     """A :class:`Sender` whose queue is a SQLite file; see the module docstring."""
 
+    queues_in_memory = False  # every event goes through submit() into the file
+
     def __init__(self, config: Config) -> None:
         assert config.spool_path
         self.path: str = config.spool_path
@@ -350,6 +354,10 @@ class SpoolSender(Sender):
         self._own_sent = 0
         self._own_failed = 0
         self._fail_streak = 0
+        self._wlock_cached: threading.Lock | None = None
+        self._next_checkpoint = 0.0
+        self._writes = 0  # commits since the last checkpoint (this process)
+        self._posting = 0  # requests in flight, for the adaptive worker count
         self.spool_resets = 0
 
     def _after_fork(self) -> None:
@@ -371,7 +379,16 @@ class SpoolSender(Sender):
                 handle.close()
             local.handle = None
         gen = self._db_gen
-        conn = connect_spool(self.path, self.config.spool_sync)
+        conn = connect_spool(
+            self.path, self.config.spool_sync, checkpoint_pages=BACKSTOP_CHECKPOINT_PAGES
+        )
+        try:
+            conn.execute(_BOUND_TRIGGER.format(
+                events=int(self.config.max_spool_events), bytes=int(self.config.max_spool_bytes)
+            ))
+        except BaseException:
+            conn.close()
+            raise
         try:
             st = os.stat(self.path)
             with self._lock:
@@ -565,12 +582,14 @@ class SpoolSender(Sender):
                     self._wake = True
                     self._cond.notify()
                 return
-            with self._lock:
-                if rid > self._last_id:
-                    self._last_id = rid
             if self.config.sync and self._exit_deadline is None:
+                with self._lock:
+                    if rid > self._last_id:
+                        self._last_id = rid
                 self._send_now(rid)
-            self._start_if_idle()
+                self._start_if_idle()
+            else:
+                self._spooled(rid)
         except Exception:  # pragma: no cover - last line of defence for the caller
             try:
                 logger.exception("overcentric_logging: internal error while spooling an event")
@@ -579,19 +598,15 @@ class SpoolSender(Sender):
 
     def _persist(self, body: bytes) -> int | None:
         """INSERT the body: its row id, 0 when the spool is full, None when it failed."""
-        config = self.config
         for _ in range(2):
             gen = self._db_gen
             try:
                 conn = self._db()
-                self._ensure_origin(conn)
+                if not self._origin_ready:
+                    self._ensure_origin(conn)
                 now = time.time()
                 with self._wlock:
-                    cur = conn.execute(
-                        _INSERT,
-                        (body, self._origin, now, now, config.max_spool_events, len(body),
-                         config.max_spool_bytes),
-                    )
+                    cur = conn.execute(_INSERT, (body, self._origin, now, now))
                 if cur.rowcount != 1:
                     return 0
                 return int(cur.lastrowid or 0) or None
@@ -627,6 +642,36 @@ class SpoolSender(Sender):
                     self._memory = Sender(dataclasses.replace(self.config, spool_path=None))
                 memory = self._memory
         memory.submit(raw)
+
+    def _spooled(self, rid: int) -> None:
+        """After an INSERT in the caller's thread: note it, and wake a worker if one is needed.
+
+        One lock, and a wake-up only when it would find a worker with nothing to do: not when
+        one is already pending (``_wake`` is cleared by a worker when it looks for rows), and
+        not while the workers pause (the server is down; they look when the pause ends). Each
+        needless wake-up costs the caller a context switch and the GIL back from the worker.
+        """
+        start = False
+        with self._lock:
+            if rid > self._last_id:
+                self._last_id = rid
+            self._writes += 1
+            if self._stopped:
+                return
+            if self._idle:
+                if not self._wake and (
+                    self._paused_until <= time.monotonic() or self._writes == CHECKPOINT_WRITES
+                ):
+                    self._cond.notify()
+                self._wake = True
+            elif self._workers == 0 and not self._threads_unavailable:
+                self._wake = True
+                self._workers = 1
+                start = True
+            else:
+                self._wake = True
+        if start:
+            self._start_worker()
 
     def _start_if_idle(self) -> None:
         start = False
@@ -714,14 +759,27 @@ class SpoolSender(Sender):
                                 len(batch) == CLAIM_BATCH
                                 and not self._idle
                                 and not self._fail_streak
-                                and self._workers < self.config.max_workers
+                                and self._workers < self._target
                             ):
                                 self._workers += 1
                                 spawn = True
                         if spawn:
                             self._start_worker()
                         self._send_batch(batch, token)
+                        self._checkpoint_if_due()
+                        with self._lock:
+                            # More workers than requests in flight pay off (Sender._retarget:
+                            # on loopback one or two; the others only compete for the GIL
+                            # with the application's threads).
+                            if self._workers > max(self._target, 1) and not self._stopped:
+                                self._workers -= 1
+                                return
                         continue
+                else:
+                    # Paused (the server is down): the application keeps writing, and its
+                    # threads leave checkpoints to this one.
+                    self._checkpoint_if_due()
+                    wait = min(wait, HOUSEKEEP_SECONDS)
                 with self._lock:
                     if self._stop_requested():
                         self._workers -= 1
@@ -745,9 +803,26 @@ class SpoolSender(Sender):
             if isinstance(handle, _Handle):
                 handle.close()
 
+    def _checkpoint_if_due(self) -> None:
+        """A PASSIVE checkpoint (which never waits for a writer or a reader) when due."""
+        now = time.monotonic()
+        if self._writes < CHECKPOINT_WRITES and (not self._writes or now < self._next_checkpoint):
+            return
+        with self._lock:
+            self._writes = 0
+            self._next_checkpoint = now + HOUSEKEEP_SECONDS
+        try:
+            self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception:
+            pass  # the next pass, or a commit past the threshold, tries again
+
     @property
     def _wlock(self) -> threading.Lock:
-        return _write_lock(self.path)
+        # Looked up once per process (after a fork, again: _reset_state clears it).
+        lock = self._wlock_cached
+        if lock is None:
+            lock = self._wlock_cached = _write_lock(self.path)
+        return lock
 
     def _stop_requested(self) -> bool:
         return self._stopped
@@ -775,7 +850,27 @@ class SpoolSender(Sender):
 
     def _deliver(self, rid: int, body: bytes, origin: str, attempts: int, token: str) -> None:
         """POST one claimed row and record its outcome in the spool."""
-        status, data, retry_after_raw, error = self._post(body)
+        with self._lock:
+            self._posting += 1
+        status: int | None = None
+        wall0 = time.monotonic()
+        cpu0 = time.thread_time()
+        try:
+            status, data, retry_after_raw, error = self._post(body)
+        finally:
+            wall = time.monotonic() - wall0
+            cpu = time.thread_time() - cpu0
+            with self._lock:
+                if status is not None and cpu > 0:
+                    # The same estimate as Sender._after_request: how many requests in flight
+                    # pay off (a loopback server: one or two; a distant one: more).
+                    if self._ewma_cpu:
+                        self._ewma_wall += 0.2 * (wall - self._ewma_wall)
+                        self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
+                    else:
+                        self._ewma_wall, self._ewma_cpu = wall, cpu
+                    self._retarget(self._posting)
+                self._posting -= 1
         try:
             if status is not None and 200 <= status < 300:
                 if self._fail_streak:
@@ -814,8 +909,9 @@ class SpoolSender(Sender):
                     "last_try = ?, last_error = ? WHERE id = ? AND state = 0",
                     (time.time(), error, rid),
                 )
-        if cur.rowcount == 1 and origin == self._origin:
-            with self._lock:
+        with self._lock:
+            self._writes += 1
+            if cur.rowcount == 1 and origin == self._origin:
                 if outcome == "sent":
                     self._own_sent += 1
                 else:
