@@ -744,8 +744,20 @@ def write_report(data: dict[str, Any], quick: bool, here: str) -> None:
         return
     root = os.path.dirname(here)
     files = charts(data, os.path.join(here, "charts"))
+    text = render(data, files, root)
+    # The soak and the spool benchmark run on their own (bench/soak.py, bench/spool_bench.py)
+    # and write their own results; the report carries their latest figures along.
+    for name, title in (("soak-results.md", "Soak"), ("spool-results.md", "Durable spool")):
+        extra = os.path.join(here, name)
+        if os.path.exists(extra):
+            with open(extra) as f:
+                body = f.read().strip()
+            body = "\n".join(
+                "#" + line if line.startswith("#") else line for line in body.splitlines()
+            )
+            text += f"\n\n## {title} (from `bench/{name}`)\n\n{body}\n"
     with open(os.path.join(root, "BENCHMARKS.md"), "w") as f:
-        f.write(render(data, files, root))
+        f.write(text)
 
 
 def main() -> None:

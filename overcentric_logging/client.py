@@ -1,6 +1,6 @@
 """The one core behind every way in: :class:`Client` owns configuration, mapping and sender.
 
-A handler, a structlog processor and direct ``track()`` calls all end in :meth:`Client.submit`,
+A handler, a structlog processor and direct ``track()`` calls all end in the client's sender,
 so they share one queue, one connection pool and one set of counters when they share a client.
 Each client registers its own bounded exit flush, and :func:`flush` reaches every live client
 in the process (the one call a serverless function or a test needs).
@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Config, build_config
 from .context import _bound
-from .mapping import RawEvent, Recognizer
+from .mapping import Recognizer
 from .sender import Sender, live_senders
 
 __all__ = ["Client", "flush"]
@@ -61,12 +61,6 @@ class Client:
         )
 
     # -- intake ---------------------------------------------------------------------------
-
-    def submit(self, raw: RawEvent) -> None:
-        """Hand one recognised event to the sender (used by the handler and the processor)."""
-        sender = self._sender
-        if sender is not None:
-            sender.submit(raw)
 
     def track(
         self,

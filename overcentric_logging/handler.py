@@ -81,6 +81,9 @@ class OvercentricHandler(logging.Handler):
         # The hot path of every logging call that reaches this handler: recognition first
         # (a non-event costs a few attribute lookups), no handler lock (the queue is
         # thread-safe), and the filters only for records that name an event.
+        sender = self._sender
+        if sender is None:
+            return False  # disabled: nothing is built or sent
         try:
             rec = self._recognizer
             fields: Any = record.__dict__
@@ -116,16 +119,12 @@ class OvercentricHandler(logging.Handler):
             if _processor.marks_in_use and tracked_by_processor(record, msg):
                 return False
             if self._closed:
-                sender = self.client._sender
-                if sender is not None:
-                    sender.reject("closed")
+                sender.reject("closed")
                 return False
             exc = record.exc_info or (fields.get("exc_info") if kind == "dict" else None)
             if exc is True:
                 exc = sys.exc_info()
-            sender = self._sender
-            if sender is not None:
-                sender.enqueue(name, fields.copy(), _bound.get(), kind, exc)
+            sender.enqueue(name, fields.copy(), _bound.get(), kind, exc)
             return True
         except Exception:
             # A logging call never raises because of this library.
@@ -137,7 +136,7 @@ class OvercentricHandler(logging.Handler):
     def flush(self) -> None:
         """Wake the sender without waiting: ``dictConfig`` and ``logging.shutdown`` call this
         while holding logging's locks. Use ``handler.client.flush(timeout)`` to wait."""
-        sender = self.client._sender
+        sender = self._sender
         if sender is not None:
             try:
                 sender.nudge()
@@ -151,7 +150,7 @@ class OvercentricHandler(logging.Handler):
         if not self._closed:
             self._closed = True
             if self._owns_client:
-                sender = self.client._sender
+                sender = self._sender
                 if sender is not None:
                     try:
                         sender.close(wait=False)
