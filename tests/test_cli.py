@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from overcentric_logging.receiver import Receiver
 
 
@@ -91,3 +93,26 @@ def test_check_config_json_and_ini(tmp_path: Path) -> None:
     proc = _run("check-config", str(bad))
     assert proc.returncode == 1
     assert "context must be 'website' or 'product'" in proc.stderr
+
+
+def test_check_config_yaml(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "logging.yaml"
+    path.write_text(
+        "version: 1\n"
+        "handlers:\n"
+        "  oc:\n"
+        "    class: overcentric_logging.OvercentricHandler\n"
+        "    project_id: proj_yaml_42\n"
+        "    endpoint: http://127.0.0.1:9/api/v1/event\n"
+        "    prefix: null\n"
+        "    name_key: analytics_event\n"
+        "root:\n"
+        "  level: INFO\n"
+        "  handlers: [oc]\n"
+    )
+    proc = _run("check-config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "records with an extra 'analytics_event'" in proc.stdout
+    assert "messages starting with" not in proc.stdout  # prefix turned off
+    assert "proj_yaml_42" not in proc.stdout
