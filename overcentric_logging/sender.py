@@ -49,6 +49,7 @@ from .wire import build_head, exchange
 __all__ = ["Sender", "capture_sinks", "live_senders", "sender_thread_idents"]
 
 IDLE_SECONDS = 5.0
+BREAKER_AFTER = 3  # network errors in a row that pause the whole sender
 BODY_PREVIEW = 512
 
 # Threads that belong to a sender: records they emit are never events (no recursion).
@@ -154,9 +155,11 @@ class Sender:
         self._workers = 0
         self._idle = 0
         self._paused_until = 0.0
-        # Circuit breaker for network errors: after one, a single probe request goes out at a
-        # time (the others wait) until a response of any kind comes back.
-        self._net_failures = 0
+        # Circuit breaker: after BREAKER_AFTER network errors in a row (no answer of any kind
+        # in between), the sender pauses and then sends one probe at a time (the others wait)
+        # until an answer comes back. A lone reset among answers trips nothing.
+        self._net_failures = 0  # network errors since the last answer
+        self._trips = 0  # failed probes in a row while tripped (0: closed breaker)
         self._probe: _Item | None = None
         # Requests in flight that pay off: wall time over CPU time per request (Little's law
         # with the GIL as the one core). 0 ms latency needs ~2 workers, 20 ms needs dozens.
@@ -341,11 +344,11 @@ class Sender:
                 return None  # more workers than requests in flight can use
             if self._paused_until > now:
                 wait = self._paused_until - now
-            elif self._net_failures and self._probe is not None:
+            elif self._trips and self._probe is not None:
                 wait = self.config.timeout  # a probe is out; its outcome wakes us
             elif self._queue:
                 item = _as_item(self._queue.popleft())
-                if self._net_failures:
+                if self._trips:
                     self._probe = item
                 return item
             elif delayed:
@@ -383,7 +386,7 @@ class Sender:
                     if (
                         self._queue
                         and not self._idle
-                        and not self._net_failures
+                        and not self._trips
                         and self._workers < self._target
                     ):
                         self._workers += 1
@@ -590,15 +593,19 @@ class Sender:
         wake = False
         with self._lock:
             if status is None:
-                if self._net_failures == 0 or self._probe is item:
-                    self._net_failures += 1
-                    exp = min(self._net_failures - 1, 16)
+                self._net_failures += 1
+                if self._probe is item or (
+                    not self._trips and self._net_failures >= BREAKER_AFTER
+                ):
+                    self._trips += 1
+                    exp = min(self._trips - 1, 16)
                     pause = min(config.backoff_max, config.backoff_base * 2**exp)
                     pause *= 0.5 + random.random() / 2
                     self._paused_until = max(self._paused_until, time.monotonic() + pause)
             else:
-                if self._net_failures:
-                    self._net_failures = 0
+                self._net_failures = 0
+                if self._trips:
+                    self._trips = 0
                     wake = True
                 if cpu > 0:
                     if self._ewma_cpu:
