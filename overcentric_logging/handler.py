@@ -86,7 +86,6 @@ class OvercentricHandler(logging.Handler):
             return False  # disabled: nothing is built or sent
         try:
             rec = self._recognizer
-            fields: Any = record.__dict__
             msg = record.msg
             kind = "record"
             if msg.__class__ is str:
@@ -96,9 +95,12 @@ class OvercentricHandler(logging.Handler):
                 elif msg in rec.exact or (rec.pattern is not None and rec.pattern.match(msg)):
                     name = msg
                 else:
-                    name = fields.get(rec.name_key)
+                    # getattr, not record.__dict__: touching __dict__ makes CPython 3.11+
+                    # build a dict for the record, which a non-event must not pay for.
+                    name = getattr(record, rec.name_key, None)
                     if name is None:
                         return False
+                fields: Any = record.__dict__
             elif isinstance(msg, dict):
                 # structlog's ProcessorFormatter.wrap_for_formatter: msg is the event dict.
                 name = rec.match_fields(msg.get("event"), msg)
@@ -107,9 +109,10 @@ class OvercentricHandler(logging.Handler):
                 fields = msg
                 kind = "dict"
             else:
-                name = rec.match_message(msg) or fields.get(rec.name_key)
+                name = rec.match_message(msg) or getattr(record, rec.name_key, None)
                 if name is None:
                     return False
+                fields = record.__dict__
             filters = self.filters
             if len(filters) == 1 and filters[0] is self._own_filter:
                 if _is_own(record):

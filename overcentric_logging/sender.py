@@ -166,7 +166,11 @@ class Sender:
         self._ewma_wall = 0.0
         self._ewma_cpu = 0.0
         self._target = min(8, self.config.max_workers)  # until the first answers come back
+        # flush() waits per generation: events accepted before it was called. The current
+        # generation's count is a plain int (cheap for the caller); flush() files it in
+        # _unfinished under its number and starts the next generation.
         self._gen = 0
+        self._cur_pending = 0
         self._unfinished: dict[int, int] = {}
         self.tracked = 0
         self.sent = 0
@@ -177,6 +181,8 @@ class Sender:
         self._unreported: dict[str, int] = {}
         self._exit_deadline: float | None = None
         self._threads_unavailable = False
+        # One flag for "not the plain in-memory path" (sync, exit, no threads, a spool).
+        self._slow = bool(self.config.sync) or not self.queues_in_memory
         self._pool: Any = None
         self._head: bytes | None = None  # prebuilt request head: the direct (no proxy) path
         self._url = ""
@@ -219,14 +225,7 @@ class Sender:
         """The adapters' fast path: accept one event without building a RawEvent in the
         caller's thread (a tuple is cheaper; the worker builds the RawEvent). Never raises."""
         try:
-            if (
-                self._pid != os.getpid()
-                or capture_sinks
-                or self.config.sync
-                or self._exit_deadline is not None
-                or self._threads_unavailable
-                or not self.queues_in_memory
-            ):
+            if self._slow or capture_sinks or self._pid != os.getpid():
                 self.submit(RawEvent(name, fields, bound, kind, exc, extra_bound))
             else:
                 self._accept((name, fields, bound, kind, exc, extra_bound))
@@ -266,7 +265,7 @@ class Sender:
                 self._drop_locked("queue_full")
                 return
             gen = self._gen
-            self._unfinished[gen] = self._unfinished.get(gen, 0) + 1
+            self._cur_pending += 1
             queue.append((entry, gen))
             if self._idle:
                 # One wake-up per empty-to-busy transition: a worker that wakes to a backlog
@@ -324,6 +323,7 @@ class Sender:
             with self._lock:
                 self._workers -= 1
                 self._threads_unavailable = True
+                self._slow = True
             self._drain_inline()
 
     # -- workers --------------------------------------------------------------------------
@@ -676,6 +676,9 @@ class Sender:
 
     def _settle_locked(self, gen: int) -> None:
         """One event of flush generation ``gen`` is finished; wake flush() when it was the last."""
+        if gen == self._gen:
+            self._cur_pending -= 1
+            return  # nobody waits for the current generation
         left = self._unfinished.get(gen, 1) - 1
         if left:
             self._unfinished[gen] = left
@@ -770,6 +773,9 @@ class Sender:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             target = self._gen
+            if self._cur_pending:
+                self._unfinished[target] = self._cur_pending
+                self._cur_pending = 0
             self._gen += 1
             self._cond.notify_all()
             while any(gen <= target for gen in self._unfinished):
@@ -841,6 +847,7 @@ class Sender:
             return
         timeout = self.config.shutdown_timeout
         self._exit_deadline = time.monotonic() + timeout
+        self._slow = True
         if not self.flush(timeout):
             self._abandon("shutdown")
 

@@ -145,6 +145,10 @@ _BOUND_TRIGGER = (
 # CHECKPOINT_WRITES commits of this process or every HOUSEKEEP_SECONDS, server down or not;
 # the automatic one stays as a backstop, far above that, for when no sender thread runs.
 BACKSTOP_CHECKPOINT_PAGES = 16384
+# The adaptive worker count (SpoolSender._observe): the process's CPU time over wall time,
+# measured over LOAD_WINDOW seconds, above which the GIL is the bottleneck.
+LOAD_WINDOW = 0.25
+BUSY_SHARE = 0.8
 CHECKPOINT_WRITES = 256
 _CLAIM = (
     "UPDATE events SET claimed_by = ?, ready_at = ? WHERE id IN ("
@@ -173,14 +177,44 @@ def _write_lock(path: str) -> threading.Lock:
     return lock
 
 
+# Held by a sender thread for the whole of a checkpoint (milliseconds: it syncs files).
+_checkpoint_guard = threading.Lock()
+_held_at_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    # A fork while another thread is inside SQLite can leave the child with one of SQLite's
+    # own mutexes held forever (its next sqlite3.connect() hangs). The long calls (commits,
+    # checkpoints) run under these locks: wait for them to end. Short reads are not covered.
+    _checkpoint_guard.acquire()
+    _held_at_fork.append(_checkpoint_guard)
+    _write_locks_guard.acquire()
+    _held_at_fork.append(_write_locks_guard)
+    for key in sorted(_write_locks):
+        lock = _write_locks[key]
+        lock.acquire()
+        _held_at_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
 def _reset_write_locks() -> None:
-    global _write_locks_guard
+    global _write_locks_guard, _checkpoint_guard
+    _held_at_fork.clear()
     _write_locks.clear()
     _write_locks_guard = threading.Lock()
+    _checkpoint_guard = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_write_locks)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_reset_write_locks,
+    )
 
 
 def _process_token() -> str:
@@ -226,7 +260,14 @@ def is_corrupt_error(exc: BaseException, path: str) -> bool:
                                "corrupt")):
         return True
     try:
-        return os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            return True
+        # Another error (a "disk I/O error" when the file was overwritten in place while
+        # this process still had it open, its WAL index shared with the new connection): a
+        # non-empty file without SQLite's header is not a spool, whatever the error said.
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        return bool(head) and head != b"SQLite format 3\x00"
     except OSError:
         return False
 
@@ -358,6 +399,13 @@ class SpoolSender(Sender):
         self._next_checkpoint = 0.0
         self._writes = 0  # commits since the last checkpoint (this process)
         self._posting = 0  # requests in flight, for the adaptive worker count
+        # One worker until the first LOAD_WINDOW has been measured (the backlog waits on disk,
+        # so a slow start costs nothing); then _observe adapts it.
+        self._target = 1
+        self._busy = True  # the process kept a core busy over the last LOAD_WINDOW
+        self._load_next = 0.0
+        self._load_wall = 0.0
+        self._load_cpu = 0.0
         self.spool_resets = 0
 
     def _after_fork(self) -> None:
@@ -659,9 +707,10 @@ class SpoolSender(Sender):
             if self._stopped:
                 return
             if self._idle:
-                if not self._wake and (
-                    self._paused_until <= time.monotonic() or self._writes == CHECKPOINT_WRITES
+                if self._writes == CHECKPOINT_WRITES or (
+                    not self._wake and self._paused_until <= time.monotonic()
                 ):
+                    # (A checkpoint is due: a paused worker wakes for it, then waits again.)
                     self._cond.notify()
                 self._wake = True
             elif self._workers == 0 and not self._threads_unavailable:
@@ -804,7 +853,15 @@ class SpoolSender(Sender):
                 handle.close()
 
     def _checkpoint_if_due(self) -> None:
-        """A PASSIVE checkpoint (which never waits for a writer or a reader) when due."""
+        """Checkpoint the WAL when due, in two PASSIVE passes (they wait for no one).
+
+        The first copies the bulk while the application keeps writing; the second, holding
+        this process's write lock, copies what was appended meanwhile (a few pages), so that
+        the WAL is wholly copied and the next commit starts it over instead of growing it
+        (an ever longer WAL costs disk, and with ``synchronous=FULL`` an fsync that extends
+        a file costs more than one that overwrites). The application waits for the second
+        pass only, if it writes at that moment.
+        """
         now = time.monotonic()
         if self._writes < CHECKPOINT_WRITES and (not self._writes or now < self._next_checkpoint):
             return
@@ -812,7 +869,12 @@ class SpoolSender(Sender):
             self._writes = 0
             self._next_checkpoint = now + HOUSEKEEP_SECONDS
         try:
-            self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            conn = self._db()
+            wlock = self._wlock
+            with _checkpoint_guard:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with wlock:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception:
             pass  # the next pass, or a commit past the threshold, tries again
 
@@ -862,14 +924,7 @@ class SpoolSender(Sender):
             cpu = time.thread_time() - cpu0
             with self._lock:
                 if status is not None and cpu > 0:
-                    # The same estimate as Sender._after_request: how many requests in flight
-                    # pay off (a loopback server: one or two; a distant one: more).
-                    if self._ewma_cpu:
-                        self._ewma_wall += 0.2 * (wall - self._ewma_wall)
-                        self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
-                    else:
-                        self._ewma_wall, self._ewma_cpu = wall, cpu
-                    self._retarget(self._posting)
+                    self._observe(wall, cpu)
                 self._posting -= 1
         try:
             if status is not None and 200 <= status < 300:
@@ -896,6 +951,34 @@ class SpoolSender(Sender):
             with self._lock:
                 if self._flushers:
                     self._done_cond.notify_all()
+
+    def _observe(self, wall: float, cpu: float) -> None:
+        """Adapt the number of workers to one request's timing. Holds the lock.
+
+        The estimate of :meth:`Sender._retarget` (requests in flight that pay off: wall time
+        over CPU time), except while the process keeps a core busy: then a request's wall time
+        is mostly its wait for the GIL, which the application's threads hold, not the server's
+        latency, and each worker more only makes the application wait longer for the GIL
+        after every INSERT (on loopback, 32 workers cost the caller 3-5 times what one does).
+        So while busy, the target only comes down (halved once per window).
+        """
+        if self._ewma_cpu:
+            self._ewma_wall += 0.2 * (wall - self._ewma_wall)
+            self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
+        else:
+            self._ewma_wall, self._ewma_cpu = wall, cpu
+        now = time.monotonic()
+        if now >= self._load_next:
+            process = time.process_time()
+            if self._load_next:
+                span = now - self._load_wall
+                self._busy = span > 0 and (process - self._load_cpu) / span >= BUSY_SHARE
+                if self._busy:
+                    self._target = max(1, self._target // 2)
+            self._load_wall, self._load_cpu = now, process
+            self._load_next = now + LOAD_WINDOW
+        if not self._busy:
+            self._retarget(self._posting)
 
     def _settle(self, rid: int, origin: str, outcome: str, error: str) -> None:
         """One statement: DELETE on a 2xx, mark failed on a 4xx (triggers count them)."""
