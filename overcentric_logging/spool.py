@@ -396,7 +396,8 @@ class SpoolSender(Sender):
         self._own_failed = 0
         self._fail_streak = 0
         self._wlock_cached: threading.Lock | None = None
-        self._next_checkpoint = 0.0
+        # The first time-based checkpoint: not at once (a short-lived process needs none).
+        self._next_checkpoint = time.monotonic() + HOUSEKEEP_SECONDS
         self._writes = 0  # commits since the last checkpoint (this process)
         self._posting = 0  # requests in flight, for the adaptive worker count
         # One worker until the first LOAD_WINDOW has been measured (the backlog waits on disk,

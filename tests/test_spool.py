@@ -236,6 +236,40 @@ def test_byte_bound(clients: list[overcentric_logging.Client], spool: str,
     assert stats["dropped"] == 40 - len(found)
 
 
+def test_bounds_are_per_client_on_a_shared_file(
+    clients: list[overcentric_logging.Client], spool: str, refused_url: str
+) -> None:
+    # Each client's bound is checked in its own INSERT's transaction (a TEMP trigger on its
+    # connections), against the rows of every client sharing the file.
+    small = make(clients, endpoint=refused_url, spool_path=spool, max_spool_events=4,
+                 **SLOW_RETRY)
+    large = make(clients, endpoint=refused_url, spool_path=spool, max_spool_events=6,
+                 **SLOW_RETRY)
+    for i in range(3):
+        small.track("$signup", {"seq": i})
+    for i in range(5):
+        large.track("$signup", {"seq": 10 + i})
+    small.track("$signup", {"seq": 3})  # 6 rows in the file: over small's bound of 4
+    kept = [json.loads(r["body"])["event"]["properties"]["seq"] for r in rows(spool)]
+    assert kept == [0, 1, 2, 10, 11, 12]
+    assert small.stats()["dropped"] == 1 and large.stats()["dropped"] == 2
+    for client in (small, large):
+        check_invariant(client.stats())
+
+
+def test_wal_stays_bounded_while_the_server_is_down(
+    clients: list[overcentric_logging.Client], spool: str, refused_url: str
+) -> None:
+    # The application's threads leave checkpoints to the (paused) sender thread, which must
+    # still run them: without, 3000 events of ~3 pages each grow the WAL past 8 MiB.
+    client = make(clients, endpoint=refused_url, spool_path=spool, **SLOW_RETRY)
+    for i in range(3000):
+        client.track("$signup", {"seq": i, "pad": "x" * 100})
+    client.flush(0.0)
+    assert os.path.getsize(spool + "-wal") < 8 * 1024 * 1024
+    assert len(rows(spool)) == 3000
+
+
 def test_corrupt_spool_is_moved_aside(clients: list[overcentric_logging.Client], spool: str,
                                       server: LoopbackServer,
                                       caplog: pytest.LogCaptureFixture) -> None:
