@@ -747,7 +747,11 @@ def write_report(data: dict[str, Any], quick: bool, here: str) -> None:
     text = render(data, files, root)
     # The soak and the spool benchmark run on their own (bench/soak.py, bench/spool_bench.py)
     # and write their own results; the report carries their latest figures along.
-    for name, title in (("soak-results.md", "Soak"), ("spool-results.md", "Durable spool")):
+    for name, title in (
+        ("analysis.md", "What limits the figures"),
+        ("soak-results.md", "Soak"),
+        ("spool-results.md", "Durable spool"),
+    ):
         extra = os.path.join(here, name)
         if os.path.exists(extra):
             with open(extra) as f:

@@ -341,7 +341,11 @@ class Sender:
                 self._queue.appendleft(heapq.heappop(delayed)[2])
             wait: float | None = None
             if self._workers > max(self._target, 1) and not self._closed:
-                return None  # more workers than requests in flight can use
+                # More workers than requests in flight can use: retire, and pass a wake-up
+                # meant for this worker on to the next one.
+                if self._queue:
+                    self._cond.notify()
+                return None
             if self._paused_until > now:
                 wait = self._paused_until - now
             elif self._trips and self._probe is not None:
