@@ -43,6 +43,7 @@ APP = textwrap.dedent(
         monkey.patch_all()          # first thing, as gevent apps do
 
     import logging
+    import time
     from urllib.parse import parse_qs
 
     from overcentric_logging import OvercentricHandler
@@ -58,6 +59,9 @@ APP = textwrap.dedent(
     def app(environ, start_response):
         seq = int(parse_qs(environ.get("QUERY_STRING", ""))["seq"][0])
         log.info("$request_served", extra={"seq": seq, "pid": os.getpid()})
+        # A busy worker leaves concurrent connections to the others: the kernel's accept()
+        # would otherwise be free to hand every request to one worker.
+        time.sleep(0.02)
         body = str(os.getpid()).encode()
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(body)))])

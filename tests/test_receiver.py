@@ -255,7 +255,13 @@ def test_serve_main_end_to_end(signum: int) -> None:
         assert resp.status == 200
         assert lines.get(timeout=5.0).startswith("OK  $subscription_purchase  user=user_123")
         proc.send_signal(signum)
-        assert proc.wait(timeout=10.0) == 0
+        try:
+            code = proc.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=5.0)
+            pytest.fail(f"the receiver did not stop on {signum!r}; stderr: {err[-2000:]}")
+        assert code == 0
         assert lines.get(timeout=5.0).strip() == "Received 1 event(s), 0 rejected."
     finally:
         if proc.poll() is None:
