@@ -410,14 +410,18 @@ def serve_main(argv: list[str] | None = None) -> int:
               "from other machines", file=sys.stderr)
     print(f"Listening on {receiver.url} — set OVERCENTRIC_ENDPOINT to that URL", flush=True)
     # A container or process manager stops us with SIGTERM: end as cleanly as on Ctrl-C.
-    previous = None
+    # SIGINT is installed explicitly too: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt.
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _interrupt)
     try:
         receiver.serve_forever()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
     records = receiver.records
     rejected = sum(1 for r in records if not r.ok)
     print(f"Received {len(records)} event(s), {rejected} rejected.", flush=True)
