@@ -65,7 +65,10 @@ class _Reader:
         if left <= 0:
             raise TimeoutError("no complete response within the timeout")
         self.sock.settimeout(left)
-        chunk = self.sock.recv(65536)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:  # an alias of TimeoutError only from Python 3.10
+            raise TimeoutError("no complete response within the timeout") from None
         if not chunk:
             raise ConnectionResetError("the server closed the connection")
         self.got = True
