@@ -612,17 +612,21 @@ class Sender:
                     self._trips = 0
                     wake = True
                 if cpu > 0:
-                    if self._ewma_cpu:
-                        self._ewma_wall += 0.2 * (wall - self._ewma_wall)
-                        self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
-                    else:
-                        self._ewma_wall, self._ewma_cpu = wall, cpu
+                    self._record_timing(wall, cpu)
                     self._retarget(len(self._inflight))
             if self._probe is item:
                 self._probe = None
                 wake = True
             if wake:
                 self._cond.notify_all()
+
+    def _record_timing(self, wall: float, cpu: float) -> None:
+        """Fold one request's wall and CPU time into the moving averages. Holds the lock."""
+        if self._ewma_cpu:
+            self._ewma_wall += 0.2 * (wall - self._ewma_wall)
+            self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
+        else:
+            self._ewma_wall, self._ewma_cpu = wall, cpu
 
     def _retarget(self, concurrent: int) -> None:
         """Choose how many requests in flight pay off. Holds the lock.

@@ -963,11 +963,7 @@ class SpoolSender(Sender):
         after every INSERT (on loopback, 32 workers cost the caller 3-5 times what one does).
         So while busy, the target only comes down (halved once per window).
         """
-        if self._ewma_cpu:
-            self._ewma_wall += 0.2 * (wall - self._ewma_wall)
-            self._ewma_cpu += 0.2 * (cpu - self._ewma_cpu)
-        else:
-            self._ewma_wall, self._ewma_cpu = wall, cpu
+        self._record_timing(wall, cpu)
         now = time.monotonic()
         if now >= self._load_next:
             process = time.process_time()
